@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# build.sh — builds tome and everything around it. Plain bash, no make.
+#
+#   ./build.sh          ./tome and the tools in build/ (mkgguf, ...)
+#   ./build.sh test     everything a commit must pass; the last line is `N passed, N failed`
+#   ./build.sh asan     unit tests under AddressSanitizer + UBSan only
+#   ./build.sh fuzz [S] libFuzzer targets for S seconds each (default 30)
+#   ./build.sh debug    ./tome with -O0 -g and sanitizers
+#   ./build.sh clean
+#
+# Environment: CC (default cc), TOME_DATA (test data, default ../shared), FUZZ_SECONDS.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+CC=${CC:-cc}
+JOBS=$(nproc 2>/dev/null || echo 2)
+WARN="-Wall -Wextra -Werror"
+BASE="-std=c11 -D_GNU_SOURCE -Ilib -pthread"
+CFLAGS_REL="$BASE -O2 -g $WARN"
+CFLAGS_SAN="$BASE -O1 -g $WARN -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined"
+# PCRE2 and jansson are linked statically so ./tome needs only libc, libm, libdl, pthreads.
+LIBS_STATIC="-Wl,-Bstatic -l:libpcre2-8.a -l:libjansson.a -Wl,-Bdynamic -lm -ldl -lpthread"
+LIBS_SAN="-lpcre2-8 -ljansson -lm -ldl -lpthread"
+
+# ---- dependencies -----------------------------------------------------------------------
+# Debian packages the build needs, each with a file that shows it is installed.
+DEPS=(
+  "libstb-dev:/usr/include/stb/stb_ds.h"
+  "libpcre2-dev:/usr/include/pcre2.h"
+  "libjansson-dev:/usr/include/jansson.h"
+  "clang:/usr/bin/clang"
+  "libclang-rt-dev:$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a 2>/dev/null || echo /nonexistent)"
+)
+ensure_deps() {
+  local missing=()
+  for d in "${DEPS[@]}"; do
+    [ -e "${d#*:}" ] || missing+=("${d%%:*}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "build.sh: installing ${missing[*]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null ||
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; }
+  else
+    echo "build.sh: missing packages; run: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+}
+
+# ---- PTX ----------------------------------------------------------------------------------
+# Every ptx/*.ptx is assembled by ptxas (sm_80, sm_90) when ptxas exists; the cubins and the
+# PTX text are embedded into build/<variant>/ptx_embed.c. (Filled in by the CUDA backend.)
+PTXAS=${PTXAS:-$(command -v ptxas || echo /usr/local/cuda/bin/ptxas)}
+build_ptx() {
+  local out=$1
+  mkdir -p "$out"
+  if [ -x tools/ptx_embed.sh ]; then
+    tools/ptx_embed.sh "$PTXAS" "$out"
+  fi
+}
+
+# ---- compile ------------------------------------------------------------------------------
+lib_sources() { find lib -name '*.c' | sort; }
+
+# compile_lib VARIANT "CFLAGS": objects of lib/ into build/VARIANT/obj, archive libtome.a
+compile_lib() {
+  local v=$1 flags=$2 dir=build/$1
+  mkdir -p "$dir/obj"
+  rm -f "$dir/obj/"*.o "$dir/libtome.a"
+  build_ptx "$dir"
+  local srcs
+  srcs=$(lib_sources)
+  [ -f "$dir/ptx_embed.c" ] && srcs="$srcs $dir/ptx_embed.c"
+  # shellcheck disable=SC2086
+  printf '%s\n' $srcs | xargs -P "$JOBS" -I{} sh -c \
+    'o='"$dir"'/obj/$(echo {} | tr / _ ).o; '"$CC $flags"' -c {} -o "$o"'
+  ar rcs "$dir/libtome.a" "$dir/obj/"*.o
+}
+
+build_tome() {
+  compile_lib rel "$CFLAGS_REL"
+  $CC $CFLAGS_REL main.c build/rel/libtome.a $LIBS_STATIC -o tome
+  for t in tools/*.c; do
+    [ -e "$t" ] || continue
+    $CC $CFLAGS_REL "$t" build/rel/libtome.a $LIBS_STATIC -o "build/$(basename "$t" .c)"
+  done
+}
+
+test_sources() { ls tests/*.c | grep -v '/fuzz_'; }
+
+build_tests() { # build_tests VARIANT "CFLAGS" "LIBS"
+  $CC $2 -Itests $(test_sources) "build/$1/libtome.a" $3 -o "build/tests-$1"
+}
+
+# ---- test stages --------------------------------------------------------------------------
+# Each stage prints its own `N passed, N failed` last; totals are summed at the end.
+TOTAL_P=0 TOTAL_F=0 TOTAL_S=0
+record() { # record LOGFILE STATUS
+  local line p f s
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1 || true)
+  if [ -z "$line" ]; then p=0; f=1; s=0
+  else
+    p=$(echo "$line" | sed -E 's/^([0-9]+) passed.*/\1/')
+    f=$(echo "$line" | sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/')
+    s=$(echo "$line" | sed -nE 's/.*, ([0-9]+) skipped.*/\1/p'); s=${s:-0}
+  fi
+  [ "$2" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+  TOTAL_P=$((TOTAL_P + p)) TOTAL_F=$((TOTAL_F + f)) TOTAL_S=$((TOTAL_S + s))
+}
+
+stage() { # stage NAME COMMAND...
+  local name=$1; shift
+  echo "=== $name"
+  local log=build/log-$name.txt st
+  set +e
+  "$@" 2>&1 | tee "$log"
+  st=${PIPESTATUS[0]}
+  set -e
+  record "$log" "$st"
+}
+
+run_fuzz() {
+  local secs=${FUZZ_SECONDS:-${1:-30}} data=${TOME_DATA:-../shared} p=0 f=0
+  for src in tests/fuzz_*.c; do
+    [ -e "$src" ] || continue
+    local name; name=$(basename "$src" .c)
+    clang $BASE -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+      "$src" $(lib_sources) -Itests $LIBS_SAN -o "build/$name"
+    local corpus=build/corpus-$name seeds=build/seeds-$name
+    rm -rf "$corpus" "$seeds"; mkdir -p "$corpus" "$seeds"
+    # seeds: the first 64 KiB of each GGUF under TOME_DATA plus any the target writes itself
+    if [ -d "$data" ]; then
+      find "$data" -name '*.gguf' | while read -r g; do head -c 65536 "$g" > "$seeds/$(basename "$g")"; done
+    fi
+    # a target may add seeds of its own: tests/fuzz_NAME.seeds.sh SEEDDIR
+    [ -x "tests/$name.seeds.sh" ] && "tests/$name.seeds.sh" "$seeds"
+    if "build/$name" "$corpus" "$seeds" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 \
+         -print_final_stats=0 > "build/$name.log" 2>&1; then
+      echo "PASS $name ($secs s, $(grep -c . "build/$name.log") log lines)"; p=$((p + 1))
+    else
+      tail -n 40 "build/$name.log"; echo "FAIL $name"; f=$((f + 1))
+    fi
+  done
+  echo "$p passed, $f failed"
+  [ "$f" -eq 0 ]
+}
+
+cmd_test() {
+  ensure_deps
+  build_tome
+  compile_lib san "$CFLAGS_SAN"
+  build_tests rel "$CFLAGS_REL" "$LIBS_STATIC"
+  build_tests san "$CFLAGS_SAN" "$LIBS_SAN"
+  stage unit build/tests-rel
+  stage cli bash tests/cli.sh
+  stage asan env ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/tests-san
+  stage fuzz run_fuzz
+  echo "=== total"
+  echo "$TOTAL_P passed, $TOTAL_F failed, $TOTAL_S skipped"
+  [ "$TOTAL_F" -eq 0 ]
+}
+
+case "${1:-}" in
+  "") ensure_deps; build_tome ;;
+  test) cmd_test ;;
+  asan) ensure_deps; compile_lib san "$CFLAGS_SAN"; build_tests san "$CFLAGS_SAN" "$LIBS_SAN"
+        shift; build/tests-san "$@" ;;
+  fuzz) ensure_deps; shift; run_fuzz "${1:-30}" ;;
+  debug) ensure_deps; compile_lib dbg "$BASE -O0 -g $WARN -fsanitize=address,undefined"
+         $CC $BASE -O0 -g $WARN -fsanitize=address,undefined main.c build/dbg/libtome.a $LIBS_SAN -o tome ;;
+  clean) rm -rf build tome ;;
+  *) echo "usage: ./build.sh [test|asan [FILTER]|fuzz [SECONDS]|debug|clean]" >&2; exit 1 ;;
+esac
