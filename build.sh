@@ -52,7 +52,7 @@ ensure_deps() {
 
 # ---- PTX ----------------------------------------------------------------------------------
 # Every ptx/*.ptx is assembled by ptxas (sm_80, sm_90) when ptxas exists; the cubins and the
-# PTX text are embedded into build/<variant>/ptx_embed.c. (Filled in by the CUDA backend.)
+# PTX text are embedded into build/<variant>/ptx_embed.c (tools/ptx_embed.sh).
 PTXAS=${PTXAS:-$(command -v ptxas || echo /usr/local/cuda/bin/ptxas)}
 build_ptx() {
   local out=$1
@@ -124,11 +124,12 @@ stage() { # stage NAME COMMAND...
 
 run_fuzz() {
   local secs=${FUZZ_SECONDS:-${1:-30}} data=${TOME_DATA:-../shared} p=0 f=0
+  [ -f build/rel/ptx_embed.c ] || build_ptx build/rel
   for src in tests/fuzz_*.c; do
     [ -e "$src" ] || continue
     local name; name=$(basename "$src" .c)
     clang $BASE -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-      "$src" $(lib_sources) -Itests $LIBS_SAN -o "build/$name"
+      "$src" $(lib_sources) $(ls build/rel/ptx_embed.c 2>/dev/null) -Itests $LIBS_SAN -o "build/$name"
     local corpus=build/corpus-$name seeds=build/seeds-$name
     rm -rf "$corpus" "$seeds"; mkdir -p "$corpus" "$seeds"
     # seeds: the first 64 KiB of each GGUF under TOME_DATA plus any the target writes itself
