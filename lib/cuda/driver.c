@@ -102,9 +102,10 @@ static int load_modules(cuda_dev *d, terr *e) {
              * whole log on stderr for whoever debugs the kernel */
             fprintf(stderr, "tome: JIT log of ptx/%s.ptx:\n%s\n", b->name, errlog);
             char first[256];
-            snprintf(first, sizeof first, "%s", errlog);
-            char *nl = strchr(first, '\n');
-            if (nl) *nl = 0;
+            size_t len = strcspn(errlog, "\n");
+            if (len >= sizeof first) len = sizeof first - 1;
+            memcpy(first, errlog, len);
+            first[len] = 0;
             return terr_set(e, TOME_ERESOURCE, "loading ptx/%s.ptx on GPU %d (%s, sm_%d) failed: %s: %s",
                             b->name, d->ordinal, d->name, cc, err_name(d, r), first);
         }
