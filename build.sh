@@ -66,33 +66,41 @@ build_ptx() {
 lib_sources() { find lib -name '*.c' | sort; }
 
 # compile_lib VARIANT "CFLAGS": objects of lib/ into build/VARIANT/obj, archive libtome.a
+# Objects go to a private folder and the archive is renamed into place, so that two builds
+# running at once in one checkout never see each other's half-written files.
 compile_lib() {
   local v=$1 flags=$2 dir=build/$1
-  mkdir -p "$dir/obj"
-  rm -f "$dir/obj/"*.o "$dir/libtome.a"
-  build_ptx "$dir"
+  local obj=$dir/obj.$$
+  rm -rf "$obj"; mkdir -p "$obj"
+  build_ptx "$dir/ptx.$$"
   local srcs
-  srcs=$(lib_sources)
-  [ -f "$dir/ptx_embed.c" ] && srcs="$srcs $dir/ptx_embed.c"
+  srcs="$(lib_sources) $dir/ptx.$$/ptx_embed.c"
   # shellcheck disable=SC2086
-  printf '%s\n' $srcs | xargs -P "$JOBS" -I{} sh -c \
-    'o='"$dir"'/obj/$(echo {} | tr / _ ).o; '"$CC $flags"' -c {} -o "$o"'
-  ar rcs "$dir/libtome.a" "$dir/obj/"*.o
+  if ! printf '%s\n' $srcs | xargs -P "$JOBS" -I{} sh -c \
+    'o='"$obj"'/$(echo {} | tr / _ ).o; '"$CC $flags"' -c {} -o "$o"'; then
+    rm -rf "$obj" "$dir/ptx.$$"; return 1
+  fi
+  ar rcs "$dir/libtome.a.$$" "$obj/"*.o
+  mv -f "$dir/libtome.a.$$" "$dir/libtome.a"
+  cp "$dir/ptx.$$/ptx_embed.c" "$dir/ptx.$$/ptxas.log" "$dir/" 2>/dev/null || true
+  rm -rf "$obj" "$dir/ptx.$$"
 }
 
 build_tome() {
   compile_lib rel "$CFLAGS_REL"
-  $CC $CFLAGS_REL main.c build/rel/libtome.a $LIBS_STATIC -o tome
+  $CC $CFLAGS_REL main.c build/rel/libtome.a $LIBS_STATIC -o tome.$$ && mv -f tome.$$ tome
   for t in tools/*.c; do
     [ -e "$t" ] || continue
-    $CC $CFLAGS_REL "$t" build/rel/libtome.a $LIBS_STATIC -o "build/$(basename "$t" .c)"
+    local b=build/$(basename "$t" .c)
+    $CC $CFLAGS_REL "$t" build/rel/libtome.a $LIBS_STATIC -o "$b.$$" && mv -f "$b.$$" "$b"
   done
 }
 
 test_sources() { ls tests/*.c | grep -v '/fuzz_'; }
 
 build_tests() { # build_tests VARIANT "CFLAGS" "LIBS"
-  $CC $2 -Itests $(test_sources) "build/$1/libtome.a" $3 -o "build/tests-$1"
+  $CC $2 -Itests $(test_sources) "build/$1/libtome.a" $3 -o "build/tests-$1.$$" &&
+    mv -f "build/tests-$1.$$" "build/tests-$1"
 }
 
 # ---- test stages --------------------------------------------------------------------------
@@ -125,11 +133,15 @@ stage() { # stage NAME COMMAND...
 run_fuzz() {
   local secs=${FUZZ_SECONDS:-${1:-30}} data=${TOME_DATA:-../shared} p=0 f=0
   [ -f build/rel/ptx_embed.c ] || build_ptx build/rel
+  mkdir -p build
   for src in tests/fuzz_*.c; do
     [ -e "$src" ] || continue
     local name; name=$(basename "$src" .c)
-    clang $BASE -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-      "$src" $(lib_sources) $(ls build/rel/ptx_embed.c 2>/dev/null) -Itests $LIBS_SAN -o "build/$name"
+    rm -f "build/$name"
+    if ! clang $BASE -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+      "$src" $(lib_sources) $(ls build/rel/ptx_embed.c 2>/dev/null) -Itests $LIBS_SAN -o "build/$name"; then
+      echo "FAIL $name (does not compile with clang)"; f=$((f + 1)); continue
+    fi
     local corpus=build/corpus-$name seeds=build/seeds-$name
     rm -rf "$corpus" "$seeds"; mkdir -p "$corpus" "$seeds"
     # seeds: the first 64 KiB of each GGUF under TOME_DATA plus any the target writes itself
@@ -138,7 +150,7 @@ run_fuzz() {
     fi
     # a target may add seeds of its own: tests/fuzz_NAME.seeds.sh SEEDDIR
     [ -x "tests/$name.seeds.sh" ] && "tests/$name.seeds.sh" "$seeds"
-    if "build/$name" "$corpus" "$seeds" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 \
+    if "build/$name" "$corpus" "$seeds" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 -artifact_prefix=build/ \
          -print_final_stats=0 > "build/$name.log" 2>&1; then
       echo "PASS $name ($secs s, $(grep -c . "build/$name.log") log lines)"; p=$((p + 1))
     else

@@ -142,6 +142,23 @@ static char *str_dup(gguf_str s) {
     return p;
 }
 
+/* Makes room for element i of a table the file says holds n entries. Capacity doubles with
+ * what has actually been parsed, so a header that claims millions of entries costs nothing
+ * until the bytes behind them have been read: memory stays within a small multiple of the
+ * bytes consumed. New room is zeroed. Returns the (possibly moved) array, or NULL when out
+ * of memory (p is then still valid and still the caller's). */
+static void *grow(void *p, uint64_t *cap, uint64_t i, uint64_t n, size_t elsz) {
+    if (i < *cap) return p;
+    uint64_t nc = *cap ? *cap * 2 : 16;
+    if (nc > n) nc = n;
+    if (nc <= i || nc > SIZE_MAX / elsz) return NULL;
+    uint8_t *np = realloc(p, (size_t)nc * elsz);
+    if (!np) return NULL;
+    memset(np + *cap * elsz, 0, (size_t)(nc - *cap) * elsz);
+    *cap = nc;
+    return np;
+}
+
 /* Reads a value of type t at the cursor. depth bounds array nesting. */
 static int rd_value(cur *c, uint32_t t, gguf_value *v, int depth) {
     memset(v, 0, sizeof *v);
@@ -204,15 +221,23 @@ static int rd_value(cur *c, uint32_t t, gguf_value *v, int depth) {
         return 0;
     }
     if (et == GGUF_TYPE_STRING) {
-        v->v.strs = tcalloc(n, sizeof(gguf_str));
-        if (!v->v.strs) return terr_set(c->e, TOME_ERESOURCE, "%s: out of memory", c->g->path);
-        for (uint64_t i = 0; i < n; i++)
+        uint64_t cap = 0;
+        for (uint64_t i = 0; i < n; i++) {
+            gguf_str *np = grow(v->v.strs, &cap, i, n, sizeof(gguf_str));
+            if (!np) return terr_set(c->e, TOME_ERESOURCE, "%s: out of memory", c->g->path);
+            v->v.strs = np;
             if (rd_str(c, &v->v.strs[i], "array string")) return TOME_EINPUT;
+        }
         return 0;
     }
-    v->v.vals = tcalloc(n, sizeof(gguf_value));
-    if (!v->v.vals) return terr_set(c->e, TOME_ERESOURCE, "%s: out of memory", c->g->path);
+    uint64_t cap = 0;
     for (uint64_t i = 0; i < n; i++) {
+        gguf_value *np = grow(v->v.vals, &cap, i, n, sizeof(gguf_value));
+        if (!np) {
+            v->n = i; /* free only what was filled */
+            return terr_set(c->e, TOME_ERESOURCE, "%s: out of memory", c->g->path);
+        }
+        v->v.vals = np;
         int rc = rd_value(c, GGUF_TYPE_ARRAY, &v->v.vals[i], depth + 1);
         if (rc) {
             v->n = i + 1; /* free only what was filled */
@@ -262,14 +287,20 @@ static int parse(gguf *g, terr *e) {
         snprintf(msg, sizeof msg, "tensor count %llu cannot fit in the file", (unsigned long long)g->n_tensors);
         return fail(&c, nt_at, msg);
     }
-    g->kv = tcalloc(g->n_kv, sizeof(gguf_kv));
-    g->tensors = tcalloc(g->n_tensors, sizeof(gguf_tensor));
-    if (!g->kv || !g->tensors) return terr_set(e, TOME_ERESOURCE, "%s: out of memory", g->path);
+    /* The tables grow as entries are parsed; n_kv / n_tensors count the entries started so
+     * far, so gguf_close frees exactly those when the parse stops early. */
+    const uint64_t n_kv = g->n_kv, n_tensors = g->n_tensors;
+    uint64_t kv_cap = 0, t_cap = 0;
+    g->n_kv = g->n_tensors = 0;
     sh_new_strdup(g->kv_index);
     sh_new_strdup(g->tensor_index);
 
     g->alignment = 32;
-    for (uint64_t i = 0; i < g->n_kv; i++) {
+    for (uint64_t i = 0; i < n_kv; i++) {
+        gguf_kv *nkv = grow(g->kv, &kv_cap, i, n_kv, sizeof(gguf_kv));
+        if (!nkv) return terr_set(e, TOME_ERESOURCE, "%s: out of memory", g->path);
+        g->kv = nkv;
+        g->n_kv = i + 1;
         gguf_kv *kv = &g->kv[i];
         gguf_str key;
         kv->offset = c.pos;
@@ -304,7 +335,11 @@ static int parse(gguf *g, terr *e) {
         }
     }
 
-    for (uint64_t i = 0; i < g->n_tensors; i++) {
+    for (uint64_t i = 0; i < n_tensors; i++) {
+        gguf_tensor *nt = grow(g->tensors, &t_cap, i, n_tensors, sizeof(gguf_tensor));
+        if (!nt) return terr_set(e, TOME_ERESOURCE, "%s: out of memory", g->path);
+        g->tensors = nt;
+        g->n_tensors = i + 1;
         gguf_tensor *t = &g->tensors[i];
         uint64_t at = c.pos;
         gguf_str name;
@@ -514,6 +549,15 @@ int gguf_get_str_buf(const gguf *g, const char *key, char *buf, size_t cap) {
     return 1;
 }
 
+/* A float element read as an integer: truncated toward zero, saturated, NaN -> 0 (a file
+ * may hold any bit pattern; converting an out-of-range double is undefined behaviour). */
+static int64_t f64_to_i64(double d) {
+    if (d != d) return 0;
+    if (d >= 9223372036854775807.0) return INT64_MAX;
+    if (d <= -9223372036854775808.0) return INT64_MIN;
+    return (int64_t)d;
+}
+
 int64_t gguf_arr_int(const gguf_value *v, uint64_t i) {
     if (!v || v->type != GGUF_TYPE_ARRAY || i >= v->n) return 0;
     int sz = vtype_size(v->elem_type);
@@ -524,8 +568,8 @@ int64_t gguf_arr_int(const gguf_value *v, uint64_t i) {
     case GGUF_TYPE_INT8: return (int8_t)raw;
     case GGUF_TYPE_INT16: return (int16_t)raw;
     case GGUF_TYPE_INT32: return (int32_t)raw;
-    case GGUF_TYPE_FLOAT32: { uint32_t b = (uint32_t)raw; float f; memcpy(&f, &b, 4); return (int64_t)f; }
-    case GGUF_TYPE_FLOAT64: { double d; memcpy(&d, &raw, 8); return (int64_t)d; }
+    case GGUF_TYPE_FLOAT32: { uint32_t b = (uint32_t)raw; float f; memcpy(&f, &b, 4); return f64_to_i64(f); }
+    case GGUF_TYPE_FLOAT64: { double d; memcpy(&d, &raw, 8); return f64_to_i64(d); }
     default: return (int64_t)raw;
     }
 }
@@ -579,7 +623,7 @@ struct gguf_writer {
 typedef struct buf { uint8_t *p; size_t len, cap; int oom; } buf;
 
 static void b_put(buf *b, const void *src, size_t n) {
-    if (b->oom) return;
+    if (b->oom || n == 0) return; /* n == 0: src may be NULL (an empty array) */
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 64;
         while (cap < b->len + n) cap *= 2;
