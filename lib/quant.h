@@ -56,21 +56,36 @@ _Static_assert(sizeof(block_q8_K) == 292, "block_q8_K size");
 /* 1 if tome can compute with weights of this type (dequantize + dot product). */
 int tq_supported(uint32_t type);
 
-/* Dequantizes n values (a multiple of the block size) from src into dst. */
+/* Dequantizes n values (a multiple of the block size) from src into dst, bit-identical to
+ * ggml's dequantize_row_*. Also accepts the activation formats Q8_1 and Q8_K. For a type it
+ * cannot decode (or n not a multiple of the block) it fills dst with NaN. */
 void tq_dequantize(uint32_t type, const void *src, float *dst, int64_t n);
 
 /* Quantizes n floats into dst (ggml_row_size(type, n) bytes), rounding as llama.cpp's
- * reference quantizers do. Returns the bytes written. */
+ * reference quantizers do (quantize_row_*_ref; for Q8_0/Q8_1/Q8_K these are also the
+ * activation quantizers). Returns the bytes written, 0 for an unsupported type or an n that
+ * is not a multiple of the block size. */
 size_t tq_quantize(uint32_t type, const float *src, void *dst, int64_t n);
 
-/* The activation format for dot products with weights of `type` (see the top of this file). */
+/* Same as tq_quantize, except Q8_0 and Q8_1 are quantized as llama.cpp's x86 AVX/AVX2 build
+ * quantizes activations (inverse scale 127/amax instead of 1/(amax/127), ties rounded to even
+ * instead of away from zero): a code now and then differs by one from the reference. Use it to
+ * reproduce logits computed by llama.cpp on x86. Q8_K (and every other type) is unchanged:
+ * that build quantizes Q8_K with the reference code. */
+size_t tq_quantize_x86(uint32_t type, const float *src, void *dst, int64_t n);
+
+/* The activation format for dot products with weights of `type` (see the top of this file);
+ * GGML_TYPE_COUNT for a type tq_vec_dot does not handle. */
 uint32_t tq_vec_dot_type(uint32_t type);
 
 /* Reference dot product: weight row w (type, n values) · activations a already quantized
- * into tq_vec_dot_type(type). Scalar and obviously right; the SIMD paths test against it. */
+ * into tq_vec_dot_type(type). Scalar and obviously right; the SIMD paths test against it.
+ * Computed as ggml's scalar kernels do (integer sums per block, then float scaling in their
+ * order; F32/F16/BF16: float products summed in double). NaN for an unsupported type. */
 float tq_vec_dot(uint32_t type, int64_t n, const void *w, const void *a);
 
-/* Exact dot product: weight row dequantized, float activations. */
+/* Exact dot product: weight row dequantized, float activations, summed in double. NaN for a
+ * type tq_supported rejects. */
 float tq_dot_f32(uint32_t type, int64_t n, const void *w, const float *x);
 
 #endif
