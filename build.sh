@@ -32,6 +32,7 @@ DEPS=(
   "libpcre2-dev:/usr/include/pcre2.h"
   "libjansson-dev:/usr/include/jansson.h"
   "clang:/usr/bin/clang"
+  "python3:/usr/bin/python3"
   "libclang-rt-dev:$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a 2>/dev/null || echo /nonexistent)"
 )
 ensure_deps() {
