@@ -95,12 +95,14 @@ TEST(gpu_op_add_swiglu) {
         REQUIREF(cuda_download(d, got, dout, n * 4, &e) == 0, "%s", e.msg);
         for (int64_t i = 0; i < n; i++) want[i] = a[i] + b[i];
         CHECKF(max_rel_err(got, want, n, 1e-30) == 0, "add n=%lld differs", (long long)n);
-        /* swiglu: ex2.approx (2 ulp) then correctly rounded ops: 1e-6 relative, 1e-6 absolute floor */
+        /* swiglu: the exponent argument -x*log2(e) is rounded (|x| <= 8: ~7e-7 relative in
+         * e^-x), ex2.approx adds 2 ulp, the division and product 1 ulp each: 3e-6 relative,
+         * with a 1e-6 absolute floor */
         REQUIREF(cuda_swiglu_f32(d, dout, da, db, n, &e) == 0, "%s", e.msg);
         REQUIREF(cuda_download(d, got, dout, n * 4, &e) == 0, "%s", e.msg);
         for (int64_t i = 0; i < n; i++) want[i] = a[i] / (1.0f + expf(-a[i])) * b[i];
         double err = max_rel_err(got, want, n, 1e-6);
-        CHECKF(err <= 1e-6, "swiglu n=%lld max rel err %.3g > 1e-6", (long long)n, err);
+        CHECKF(err <= 3e-6, "swiglu n=%lld max rel err %.3g > 3e-6", (long long)n, err);
         cuda_free(d, da); cuda_free(d, db); cuda_free(d, dout);
         free(a); free(b); free(got); free(want);
     }
