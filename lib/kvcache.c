@@ -228,7 +228,16 @@ int kv_seq_fork(kv_cache *c, int src, int64_t n_tokens, int *dst, terr *e) {
 }
 
 static void release_page(kv_cache *c, int32_t p) {
+    if (p < 0) return; /* a hole left by kv_seq_drop_page */
     if (--c->refcount[p] == 0) c->free_ids[c->n_free++] = p;
+}
+
+int kv_seq_drop_page(kv_cache *c, int seq, int64_t slot) {
+    kv_seq *s = get_seq(c, seq);
+    if (!s || slot < 0 || slot >= arrlen(s->pages) || s->pages[slot] < 0) return 0;
+    release_page(c, s->pages[slot]);
+    s->pages[slot] = -1;
+    return 1;
 }
 
 void kv_seq_free(kv_cache *c, int seq) {

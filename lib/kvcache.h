@@ -125,8 +125,15 @@ void kv_seq_free(kv_cache *c, int seq);
 int kv_seq_append(kv_cache *c, int seq, int64_t n, terr *e);
 /* Shrinks the sequence to n tokens, releasing whole pages past the end. */
 int kv_seq_truncate(kv_cache *c, int seq, int64_t n, terr *e);
+/* Streaming attention (sinks + window): releases the page in block-table slot `slot` and
+ * leaves a hole (id -1) there; the sequence keeps its length and positions. Nothing may read
+ * the positions of a hole again (attention windows must exclude them); kv_seq_free and
+ * kv_seq_truncate skip holes. Returns 1 if a page was released, 0 if the slot was already a
+ * hole or out of range. */
+int kv_seq_drop_page(kv_cache *c, int seq, int64_t slot);
 int64_t kv_seq_len(const kv_cache *c, int seq);
-/* The block table: *n_pages ids, valid until the next structural call on this sequence. */
+/* The block table: *n_pages ids (-1 for a dropped page), valid until the next structural
+ * call on this sequence. */
 const int32_t *kv_seq_pages(const kv_cache *c, int seq, int64_t *n_pages);
 
 /* Writes K and V for tokens pos0 .. pos0+n-1 of seq in one layer, quantising to the page

@@ -648,3 +648,36 @@ TEST(kv_attend_distinct_v_dim) {
     }
     kv_close(&c);
 }
+
+/* Streaming eviction: dropping a page leaves a hole, returns the page to the pool once, and
+ * the sequence's later free/truncate skip the hole. */
+TEST(kv_drop_page_holes) {
+    kv_config cfg = {.n_layer = 1, .n_kv_head = 1, .head_dim = 8, .page_tokens = 4,
+                     .dtype = KV_F16, .n_pages = 6};
+    kv_cache c = {0};
+    terr e = {0};
+    REQUIRE(kv_open(&c, &cfg, &e) == 0);
+    int seq = -1, other = -1;
+    REQUIRE(kv_seq_new(&c, &seq, &e) == 0);
+    REQUIRE(kv_seq_append(&c, seq, 14, &e) == 0); /* 4 pages, the last one partial */
+    CHECK(c.n_free == 2);
+    REQUIRE(kv_seq_fork(&c, seq, 8, &other, &e) == 0); /* shares pages 0 and 1 */
+    CHECK(kv_seq_drop_page(&c, seq, 1) == 1);
+    CHECK(c.n_free == 2);                             /* still held by the fork */
+    CHECK(kv_seq_drop_page(&c, seq, 2) == 1);
+    CHECK(c.n_free == 3);                             /* page 2 was seq's alone */
+    CHECK(kv_seq_drop_page(&c, seq, 2) == 0);         /* already a hole */
+    CHECK(kv_seq_drop_page(&c, seq, 9) == 0);         /* out of range */
+    int64_t np = 0;
+    const int32_t *pages = kv_seq_pages(&c, seq, &np);
+    REQUIRE(np == 4);
+    CHECK(pages[1] == -1 && pages[2] == -1 && pages[0] >= 0 && pages[3] >= 0);
+    CHECK(kv_seq_len(&c, seq) == 14);                 /* positions keep their numbers */
+    REQUIRE(kv_seq_truncate(&c, seq, 5, &e) == 0);    /* releases slots 2 (hole) and 3 */
+    CHECK(c.n_free == 4);
+    kv_seq_free(&c, seq);
+    kv_seq_free(&c, other);
+    CHECK(c.n_free == 6);
+    for (int p = 0; p < 6; p++) CHECK(c.refcount[p] == 0);
+    kv_close(&c);
+}

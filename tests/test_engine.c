@@ -1,0 +1,249 @@
+/* test_engine.c — the engine's contracts: batched prefill equals token-by-token, thread count
+ * does not change results, stop rules (stop ids, -n, context end, interrupt), errors with
+ * both numbers, and strict weight binding (wrong shape, unsupported type, unsupported arch).
+ */
+#include "test.h"
+
+#include <stdint.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "gguf.h"
+#include "model.h"
+#include "quant.h"
+
+/* A small model file: build/mkgguf when present, else the llama.cpp Q4_K_M test model. */
+static char *small_model(tctx *T, const char *extra) {
+    if (access("build/mkgguf", X_OK) == 0) {
+        char *p = malloc(600), cmd[1200];
+        snprintf(p, 600, "%s/m.gguf", ttmpdir());
+        snprintf(cmd, sizeof cmd, "build/mkgguf -o '%s' -t 1 %s >/dev/null 2>&1", p, extra);
+        if (system(cmd) == 0) return p;
+        free(p);
+        tt_fail(T, __FILE__, __LINE__, "%s failed", cmd);
+        return NULL;
+    }
+    return tdata_path("models/llamacpp/tiny-gqa768-Q4_K_M.gguf");
+}
+
+static engine *open_engine(tctx *T, const char *path, int n_ctx, int n_batch, int threads, int exact) {
+    engine_params ep = {.n_ctx = n_ctx, .n_batch = n_batch, .n_threads = threads, .exact = exact};
+    engine *en = NULL;
+    terr e = {0};
+    if (engine_open(&en, path, &ep, &e)) tt_fail(T, __FILE__, __LINE__, "%s", e.msg);
+    return en;
+}
+
+/* Batches of 5 and of 1, 1 and 2 threads, both activation paths: the same logits. */
+TEST(engine_batched_equals_token_by_token) {
+    char *path = small_model(T, "--arch qwen2 --preset q4_k_m --n-embd 256 --n-head 4 --n-head-kv 2 --vocab 300 --seed 5");
+    if (!path) SKIP("no mkgguf and no test data");
+    for (int exact = 0; exact <= 1; exact++) {
+        engine *a = open_engine(T, path, 32, 5, 2, exact), *b = open_engine(T, path, 32, 1, 1, exact);
+        REQUIRE(a && b);
+        const int V = a->m->hp.n_vocab, n = 13;
+        int32_t ids[13];
+        trng r;
+        trng_seed(&r, 11);
+        for (int i = 0; i < n; i++) ids[i] = (int32_t)(trng_u64(&r) % (uint64_t)V);
+        float *all = malloc(sizeof(float) * (size_t)V * n);
+        terr e = {0};
+        REQUIREF(engine_eval(a, ids, n, all, &e) == 0, "%s", e.msg);
+        double worst = 0;
+        for (int i = 0; i < n; i++) {
+            REQUIREF(engine_eval(b, ids + i, 1, NULL, &e) == 0, "%s", e.msg);
+            for (int v = 0; v < V; v++) {
+                double d = fabs((double)b->logits[v] - all[(size_t)i * V + v]);
+                if (!(d <= worst)) worst = d;
+            }
+        }
+        CHECKF(worst <= 1e-5, "exact=%d: batched vs one-by-one differ by %.3g", exact, worst);
+        /* the last row of all_logits is also left in en->logits */
+        CHECK(memcmp(a->logits, all + (size_t)(n - 1) * V, sizeof(float) * V) == 0);
+        free(all);
+        engine_close(a);
+        engine_close(b);
+    }
+    free(path);
+}
+
+TEST(engine_eval_errors) {
+    char *path = small_model(T, "--arch llama --type q8_0 --vocab 300 --seed 2");
+    if (!path) SKIP("no mkgguf and no test data");
+    engine *en = open_engine(T, path, 6, 4, 1, 0);
+    REQUIRE(en);
+    terr e = {0};
+    int32_t bad = en->m->hp.n_vocab;
+    CHECK(engine_eval(en, &bad, 1, NULL, &e) == TOME_EINPUT);
+    CHECKF(strstr(e.msg, "outside the vocabulary") != NULL, "%s", e.msg);
+    int32_t ids[7] = {1, 2, 3, 4, 5, 6, 7};
+    CHECK(engine_eval(en, ids, 4, NULL, &e) == 0);
+    CHECK(engine_eval(en, ids, 3, NULL, &e) == TOME_EINPUT);
+    CHECKF(strstr(e.msg, "3 positions") && strstr(e.msg, "context of 6"), "%s", e.msg);
+    CHECK(en->n_past == 4);
+    engine_close(en);
+    free(path);
+}
+
+static int count_tokens(void *ud, int32_t id) {
+    (void)id;
+    (*(int *)ud)++;
+    return 0;
+}
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+TEST(engine_generate_stop_rules) {
+    char *path = small_model(T, "--arch phi3 --type f16 --vocab 280 --seed 9");
+    if (!path) SKIP("no mkgguf and no test data");
+    engine *en = open_engine(T, path, 16, 4, 0, 0);
+    REQUIRE(en);
+    const int V = en->m->hp.n_vocab;
+    int32_t prompt[5] = {1, 20, 30, 40, 50};
+    float *pl = malloc(sizeof(float) * V);
+    int cnt = 0;
+    gen_params gp = {.n_predict = 3, .sp = sampler_defaults(), .on_token = count_tokens, .ud = &cnt, .prompt_logits = pl};
+    gp.sp.temp = 0;
+    gen_result r;
+    terr e = {0};
+    /* -n */
+    REQUIREF(engine_generate(en, prompt, 5, &gp, &r, &e) == 0, "%s", e.msg);
+    CHECK(r.finish == FINISH_LENGTH && r.n_gen == 3 && cnt == 3 && r.n_prompt == 5);
+    CHECK(!strcmp(finish_name(r.finish), "length"));
+    /* prompt logits = a plain eval of the prompt */
+    engine_reset(en);
+    REQUIRE(engine_eval(en, prompt, 5, NULL, &e) == 0);
+    CHECK(memcmp(pl, en->logits, sizeof(float) * V) == 0);
+    /* a stop id: the greedy first token itself -> nothing generated, "stop" */
+    int32_t first = argmax(pl, V);
+    gp.stop_ids = &first;
+    gp.n_stop = 1;
+    cnt = 0;
+    REQUIRE(engine_generate(en, prompt, 5, &gp, &r, &e) == 0);
+    CHECK(r.finish == FINISH_STOP && r.n_gen == 0 && cnt == 0);
+    CHECK(!strcmp(finish_name(r.finish), "stop"));
+    gp.n_stop = 0;
+    /* the context end: 16 positions, 5 prompt -> 12 tokens (the last one needs no forward) */
+    gp.n_predict = -1;
+    REQUIRE(engine_generate(en, prompt, 5, &gp, &r, &e) == 0);
+    CHECK(r.finish == FINISH_CONTEXT && r.n_gen == 12);
+    CHECK(!strcmp(finish_name(r.finish), "length"));
+    /* interrupted before anything ran */
+    volatile sig_atomic_t stop = 1;
+    gp.interrupt = &stop;
+    REQUIRE(engine_generate(en, prompt, 5, &gp, &r, &e) == 0);
+    CHECK(r.finish == FINISH_INTERRUPTED && r.n_gen == 0);
+    gp.interrupt = NULL;
+    /* a prompt longer than the context: an error naming both numbers, nothing run */
+    int32_t longp[17] = {0};
+    CHECK(engine_generate(en, longp, 17, &gp, &r, &e) == TOME_EINPUT);
+    CHECKF(strstr(e.msg, "17 tokens") && strstr(e.msg, "context of 16"), "%s", e.msg);
+    free(pl);
+    engine_close(en);
+    free(path);
+}
+
+/* ---- binding errors on hand-written files ------------------------------------------------ */
+
+/* Writes a 1-layer llama (width 32, 2 heads, FF 64, vocab 40) with F32 weights; `bad` selects
+ * one defect: 0 none, 1 attn_q has 16 rows, 2 token_embd is IQ4_NL, 3 arch gpt2, 4 no
+ * ffn_down. */
+static char *write_model(int bad) {
+    static float buf[40 * 64];
+    for (size_t i = 0; i < TOME_ARRAY_LEN(buf); i++) buf[i] = (float)((i * 7919) % 113) / 113.0f - 0.5f;
+    static uint8_t iq[40 * 18];
+    memset(iq, 1, sizeof iq);
+    gguf_writer *w = gguf_w_new();
+    const char *arch = bad == 3 ? "gpt2" : "llama";
+    char k[64];
+    gguf_w_str(w, "general.architecture", arch);
+#define KEY(s) (snprintf(k, sizeof k, "%s." s, arch), k)
+    gguf_w_u32(w, KEY("block_count"), 1);
+    gguf_w_u32(w, KEY("embedding_length"), 32);
+    gguf_w_u32(w, KEY("attention.head_count"), 2);
+    gguf_w_u32(w, KEY("feed_forward_length"), 64);
+    gguf_w_u32(w, KEY("context_length"), 128);
+    gguf_w_f32(w, KEY("attention.layer_norm_rms_epsilon"), 1e-5f);
+#undef KEY
+    struct { const char *n; int64_t a, b; } t[] = {
+        {"token_embd.weight", 32, 40}, {"output_norm.weight", 32, 1}, {"blk.0.attn_norm.weight", 32, 1},
+        {"blk.0.attn_q.weight", 32, bad == 1 ? 16 : 32}, {"blk.0.attn_k.weight", 32, 32},
+        {"blk.0.attn_v.weight", 32, 32}, {"blk.0.attn_output.weight", 32, 32}, {"blk.0.ffn_norm.weight", 32, 1},
+        {"blk.0.ffn_gate.weight", 32, 64}, {"blk.0.ffn_up.weight", 32, 64}, {"blk.0.ffn_down.weight", 64, 32},
+    };
+    for (size_t i = 0; i < TOME_ARRAY_LEN(t); i++) {
+        if (bad == 4 && strstr(t[i].n, "ffn_down")) continue;
+        int64_t ne[2] = {t[i].a, t[i].b};
+        if (bad == 2 && i == 0) gguf_w_tensor(w, t[i].n, GGML_TYPE_IQ4_NL, 2, ne, iq);
+        else gguf_w_tensor(w, t[i].n, GGML_TYPE_F32, t[i].b == 1 ? 1 : 2, ne, buf);
+    }
+    char *p = malloc(600);
+    snprintf(p, 600, "%s/bad%d.gguf", ttmpdir(), bad);
+    terr e;
+    int rc = gguf_w_save(w, p, &e);
+    gguf_w_free(w);
+    if (rc) { free(p); return NULL; }
+    return p;
+}
+
+TEST(engine_model_binding_errors) {
+    struct { int bad, code; const char *msg; } cases[] = {
+        {0, 0, ""},
+        {1, TOME_EINPUT, "'blk.0.attn_q.weight' has shape [32, 16], expected [32, 32]"},
+        {2, TOME_EUNSUPPORTED, "'token_embd.weight' has unsupported type IQ4_NL"},
+        {3, TOME_EUNSUPPORTED, "llama, qwen2, qwen3, phi3"},
+        {4, TOME_EINPUT, "missing tensor 'blk.0.ffn_down.weight'"},
+    };
+    for (size_t i = 0; i < TOME_ARRAY_LEN(cases); i++) {
+        char *p = write_model(cases[i].bad);
+        REQUIRE(p);
+        tome_model *m = NULL;
+        terr e = {0};
+        int rc = model_load(&m, p, &e);
+        CHECKF(rc == cases[i].code, "case %d: rc %d, want %d (%s)", cases[i].bad, rc, cases[i].code, e.msg);
+        CHECKF(strstr(e.msg, cases[i].msg) != NULL, "case %d: message '%s' lacks '%s'", cases[i].bad, e.msg, cases[i].msg);
+        if (rc == 0) {
+            /* the good file runs and produces finite logits */
+            engine *en = NULL;
+            engine_params ep = {.n_ctx = 8, .n_batch = 2, .n_threads = 1};
+            REQUIREF(engine_from_model(&en, m, &ep, &e) == 0, "%s", e.msg);
+            int32_t ids[3] = {1, 5, 39};
+            REQUIRE(engine_eval(en, ids, 3, NULL, &e) == 0);
+            int finite = 1;
+            for (int v = 0; v < 40; v++) finite &= isfinite(en->logits[v]);
+            CHECK(finite);
+            engine_close(en);
+        }
+        free(p);
+    }
+}
+
+/* The SIMD kernels the CPU picks and the scalar reference give the same logits up to the
+ * order of float additions (simd.h), on a mix of Q4_K, Q6_K and Q8_0-activation types. */
+TEST(engine_kernel_paths_agree) {
+    char *path = small_model(T, "--arch llama --preset q4_k_m --n-embd 256 --n-head 4 --vocab 300 --seed 13");
+    if (!path) SKIP("no mkgguf and no test data");
+    engine_params ep = {.n_ctx = 16, .n_batch = 8, .n_threads = 0, .cpu_kernels = "scalar"};
+    engine *ref = NULL, *best = NULL;
+    terr e = {0};
+    REQUIREF(engine_open(&ref, path, &ep, &e) == 0, "%s", e.msg);
+    ep.cpu_kernels = NULL;
+    REQUIREF(engine_open(&best, path, &ep, &e) == 0, "%s", e.msg);
+    int32_t ids[9] = {1, 7, 99, 250, 3, 17, 42, 280, 5};
+    REQUIRE(engine_eval(ref, ids, 9, NULL, &e) == 0 && engine_eval(best, ids, 9, NULL, &e) == 0);
+    double worst = 0, mag = 1;
+    for (int v = 0; v < ref->m->hp.n_vocab; v++) {
+        double d = fabs((double)ref->logits[v] - best->logits[v]);
+        if (!(d <= worst)) worst = d;
+        if (fabs(ref->logits[v]) > mag) mag = fabs(ref->logits[v]);
+    }
+    CHECKF(worst / mag <= 1e-5, "scalar vs best kernels: %.3g relative", worst / mag);
+    engine_close(ref);
+    engine_close(best);
+    free(path);
+}
