@@ -7,6 +7,8 @@
  *    bytes (every bit pattern of codes and 6-bit scales, Q8_0 codes of -128), and with extreme
  *    codes (all nibbles -8 or 7, scales at their limits);
  *  - gemv (several rows, strided) equal, row by row and bit for bit, to the path's own dot;
+ *  - gemm (the prefill tiles: rows x columns, strided) equal, element by element and bit for
+ *    bit, to the path's own dot;
  *  - activation quantisation byte-identical to tq_quantize (and the x86 variant to
  *    tq_quantize_x86), ties and zero blocks included;
  *  - the forced scalar path is the reference bit for bit;
@@ -425,3 +427,57 @@ TEST(simd_matmul_tiles) {
         free(w), free(a), free(x), free(y);
     }
 }
+
+/* gemm (the multi-column tile kernels cpu_matmul uses for prefill): every (row, column) equals
+ * the path's own dot bit for bit: rows 1..9 (tiles of 4 and the remainder), columns 1..9 (pairs
+ * and an odd one), n of one block, of 45 blocks (the 16- and 8-block steps and single blocks)
+ * and 14336; weights of every kind (Q8_0 codes of -128 included), strided activations and
+ * output, guards around the output untouched. Types without a gemm entry are skipped. */
+static void check_gemm(tctx *T, int path) {
+    cpu_kernels k;
+    if (!get_path(&k, path)) SKIP("this CPU cannot run the %s path", path_names[path]);
+    int tested = 0;
+    for (size_t ti = 0; ti < TOME_ARRAY_LEN(simd_types); ti++) {
+        uint32_t t = simd_types[ti], vt = tq_vec_dot_type(t);
+        if (!k.gemm[t]) continue;
+        const int64_t ns[] = {blck(t), 45 * (int64_t)blck(t), 14336};
+        for (size_t ni = 0; ni < TOME_ARRAY_LEN(ns); ni++) {
+            int64_t n = ns[ni];
+            int maxr = n > 4096 ? 5 : 9, maxc = n > 4096 ? 3 : 9; /* keep the big n quick */
+            size_t ws = (size_t)ggml_row_size(t, n) + 24, as = (size_t)ggml_row_size(vt, n) + 8;
+            uint8_t *w = calloc((size_t)maxr, ws), *a = calloc((size_t)maxc, as);
+            for (int r = 0; r < maxr; r++)
+                make_weights(t, n, r % W_KINDS, 700 + (uint64_t)r, w + (size_t)r * ws);
+            for (int c = 0; c < maxc; c++) {
+                void *ac = make_acts(t, n, 4300 + (uint64_t)c);
+                memcpy(a + (size_t)c * as, ac, (size_t)ggml_row_size(vt, n));
+                free(ac);
+            }
+            const size_t ys = 11; /* > maxr: a guard after each column */
+            float *y = malloc(ys * (size_t)maxc * sizeof *y);
+            int bad = 0;
+            for (int nr = 1; nr <= maxr; nr++)
+                for (int nc = 1; nc <= maxc; nc++) {
+                    for (size_t i = 0; i < ys * (size_t)maxc; i++) y[i] = 12345.0f;
+                    k.gemm[t](n, nr, w, ws, a, as, nc, y, ys);
+                    for (int c = 0; c < maxc; c++)
+                        for (int r = 0; r < (int)ys; r++) {
+                            float got = y[(size_t)c * ys + (size_t)r], want = 12345.0f;
+                            if (c < nc && r < nr)
+                                want = k.dot[t](n, w + (size_t)r * ws, a + (size_t)c * as);
+                            if (memcmp(&got, &want, sizeof got) && bad++ < 5)
+                                CHECKF(0, "%s %s gemm n=%lld %dx%d: row %d col %d %.9g, dot %.9g",
+                                       k.name, ggml_type_get(t)->name, (long long)n, nr, nc, r, c,
+                                       got, want);
+                        }
+                }
+            CHECK(bad == 0);
+            tested++;
+            free(w), free(a), free(y);
+        }
+    }
+    if (!tested) SKIP("the %s path has no gemm kernel", path_names[path]);
+}
+
+TEST(simd_gemm_avx2) { check_gemm(T, CPU_PATH_AVX2); }
+TEST(simd_gemm_avx512) { check_gemm(T, CPU_PATH_AVX512); }

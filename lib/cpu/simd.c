@@ -160,6 +160,10 @@ void cpu_matmul(const cpu_kernels *k, uint32_t type, int64_t n, const void *w, s
     for (int64_t t0 = r0; t0 < r1; t0 += tile) {
         int64_t rows = TOME_MIN(tile, r1 - t0);
         const char *wt = (const char *)w + (size_t)t0 * w_stride;
+        if (k->gemm[type]) {
+            k->gemm[type](n, rows, wt, w_stride, a, a_stride, ncols, y + t0, y_stride);
+            continue;
+        }
         for (int64_t c = 0; c < ncols; c++)
             k->gemv[type](n, rows, wt, w_stride, (const char *)a + (size_t)c * a_stride,
                           y + (size_t)c * y_stride + t0);

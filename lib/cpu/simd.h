@@ -47,6 +47,13 @@ typedef float (*cpu_dot_fn)(int64_t n, const void *w, const void *a);
 typedef void (*cpu_gemv_fn)(int64_t n, int64_t nrows, const void *w, size_t w_stride,
                             const void *a, float *y);
 
+/* Several columns: y[c * y_stride + r] = dot(row r, activation c) for r in [0, nrows),
+ * c in [0, ncols); activation vectors a_stride bytes apart. Register-blocked over rows and
+ * columns; each result equals dot() bit for bit. */
+typedef void (*cpu_gemm_fn)(int64_t n, int64_t nrows, const void *w, size_t w_stride,
+                            const void *a, size_t a_stride, int64_t ncols, float *y,
+                            size_t y_stride);
+
 /* Quantises n floats into dst in vec_dot_type (bytes: ggml_row_size(vec_dot_type, n)). */
 typedef void (*cpu_quant_fn)(const float *x, void *dst, int64_t n);
 
@@ -60,6 +67,7 @@ typedef struct cpu_kernels {
     cpu_features feat;                 /* what the CPU has (not only what the path uses) */
     cpu_dot_fn dot[GGML_TYPE_COUNT];   /* by weight type; NULL where tq_supported() is 0 */
     cpu_gemv_fn gemv[GGML_TYPE_COUNT]; /* by weight type; NULL where dot is NULL */
+    cpu_gemm_fn gemm[GGML_TYPE_COUNT]; /* by weight type; NULL: cpu_matmul loops gemv */
     cpu_quant_fn quant[GGML_TYPE_COUNT]; /* by activation (vec_dot) type: F16, BF16, Q8_0,
                                           * Q8_1, Q8_K, F32 (a copy); bytes of tq_quantize */
     cpu_quant_fn quant_x86[GGML_TYPE_COUNT]; /* the same, bytes of tq_quantize_x86: what
@@ -91,7 +99,10 @@ static inline void cpu_quantize_act(const cpu_kernels *k, uint32_t vec_dot_type,
  * row 0 at w; activation vectors (already in tq_vec_dot_type(type)) are a_stride bytes apart;
  * y_stride floats separate output columns. Rows go in tiles of ~256 KiB of weights, each tile
  * against every column, so weights come from memory once and from cache for the other columns.
- * Each element equals k->dot[type] bit for bit. Threads may run disjoint row ranges at once. */
+ * Where the path has a gemm kernel for the type (AVX-512: Q8_0, Q4_K, Q6_K; AVX2: Q4_K, Q6_K)
+ * a tile goes through it, register-blocked over rows and columns; otherwise through gemv once
+ * per column. Each element equals k->dot[type] bit for bit. Threads may run disjoint row ranges
+ * at once. */
 void cpu_matmul(const cpu_kernels *k, uint32_t type, int64_t n, const void *w, size_t w_stride,
                 int64_t r0, int64_t r1, const void *a, size_t a_stride, int64_t ncols, float *y,
                 size_t y_stride);

@@ -203,6 +203,122 @@ static inline TGT __m512 gather_scales(const void *base, __m512i idx) {
 BLOCK32_ROWS(rows_q8_0, block_q8_0, dot2_q8_0, dot1_q8_0)
 BLOCK32_ROWS(rows_q4_0, block_q4_0, dot2_q4_0, dot1_q4_0)
 
+/* ---- Q8_0 tiles: R weight rows x C activation columns, for prefill ---------------------
+ * The sign trick of dot2_q8_0 costs three operations per weight block pair and column; here
+ * the activations are made unsigned instead, once per column: u = a + 128 (1..255, repacked
+ * contiguously, 64 bytes per block pair), and Σ a·w = Σ u·w - 128·Σ w, where 128·Σ w per
+ * lane comes from one vpdpbusd per weight block pair shared by all C columns. The per-column
+ * work per block pair is then one load and one vpdpbusd (started from -128·Σ w). Bounds:
+ * 4·255·128 + 4·128·128 per lane, exact. The integer block sums are therefore the same as
+ * dot2_q8_0's, and the float part (scale gathers, products, accumulation order, tail) is
+ * that of rows_q8_0, so every result equals dot() bit for bit. */
+#define TILE_Q8_0_MAX_N 16384 /* repacked columns live on the stack: 2 x 16 KiB */
+
+static inline __attribute__((always_inline)) TGT void tile_q8_0(
+    int R, int C, int64_t nb, const block_q8_0 *const *w, const block_q8_0 *const *a,
+    const uint8_t *const *u, float *y, size_t y_stride) {
+    const __m512i order = block_order();
+    const __m512i ib = _mm512_mullo_epi32(order, _mm512_set1_epi32((int)sizeof(block_q8_0)));
+    const __m512i k128 = _mm512_set1_epi8((char)0x80);
+    __m512 acc[4][2];
+    UNROLL for (int k = 0; k < R; k++) UNROLL for (int c = 0; c < C; c++) acc[k][c] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 15 < nb; i += 16) {
+        __m512 da[2];
+        UNROLL for (int c = 0; c < C; c++) da[c] = gather_scales(a[c] + i, ib);
+        UNROLL for (int k = 0; k < R; k++) {
+            const char *pf = (const char *)(w[k] + i) + PF_DIST;
+            UNROLL for (int o = 0; o < 16 * (int)sizeof(block_q8_0); o += 64)
+                _mm_prefetch(pf + o, _MM_HINT_T0);
+            __m512i v[2][8];
+            UNROLL for (int j = 0; j < 8; j++) {
+                __m512i x = load2x256(w[k][i + 2 * j].qs, w[k][i + 2 * j + 1].qs);
+                __m512i corr = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                                _mm512_dpbusd_epi32(_mm512_setzero_si512(), k128, x));
+                UNROLL for (int c = 0; c < C; c++)
+                    v[c][j] = _mm512_dpbusd_epi32(corr, _mm512_loadu_si512(u[c] + 32 * (i + 2 * j)), x);
+            }
+            __m512 dw = gather_scales(w[k] + i, ib);
+            UNROLL for (int c = 0; c < C; c++)
+                acc[k][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(reduce16(v[c])),
+                                            _mm512_mul_ps(dw, da[c]), acc[k][c]);
+        }
+    }
+    /* the tail (fewer than 16 blocks) is that of rows_q8_0: one 8-block step, then blocks */
+    __m256 acc1[4][2];
+    UNROLL for (int k = 0; k < R; k++) UNROLL for (int c = 0; c < C; c++) acc1[k][c] = _mm256_setzero_ps();
+    if (i + 7 < nb) {
+        __m256 da[2];
+        UNROLL for (int c = 0; c < C; c++) da[c] = gather_scales8(a[c] + i, _mm512_castsi512_si256(ib));
+        UNROLL for (int k = 0; k < R; k++) {
+            __m512i v[2][4];
+            UNROLL for (int j = 0; j < 4; j++) {
+                __m512i x = load2x256(w[k][i + 2 * j].qs, w[k][i + 2 * j + 1].qs);
+                __m512i corr = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                                _mm512_dpbusd_epi32(_mm512_setzero_si512(), k128, x));
+                UNROLL for (int c = 0; c < C; c++)
+                    v[c][j] = _mm512_dpbusd_epi32(corr, _mm512_loadu_si512(u[c] + 32 * (i + 2 * j)), x);
+            }
+            __m256 dw = gather_scales8(w[k] + i, _mm512_castsi512_si256(ib));
+            UNROLL for (int c = 0; c < C; c++)
+                acc1[k][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(v[c])), _mm256_mul_ps(dw, da[c]),
+                                             acc1[k][c]);
+        }
+        i += 8;
+    }
+    for (; i < nb; i++)
+        UNROLL for (int c = 0; c < C; c++) {
+            float da = h2f(a[c][i].d);
+            UNROLL for (int k = 0; k < R; k++)
+                acc1[k][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot1_q8_0(w[k] + i, a[c] + i)),
+                                             _mm256_set1_ps(h2f(w[k][i].d) * da), acc1[k][c]);
+        }
+    UNROLL for (int c = 0; c < C; c++)
+        UNROLL for (int k = 0; k < R; k++)
+            y[(size_t)c * y_stride + (size_t)k] =
+                _mm512_reduce_add_ps(acc[k][c]) + hsum256_ps(acc1[k][c]);
+}
+
+/* codes of the first nb8 (a multiple of 8) blocks of a, plus 128, contiguous */
+static inline TGT void unsign_q8_0(const block_q8_0 *a, int64_t nb8, uint8_t *u) {
+    const __m256i k128 = _mm256_set1_epi8((char)0x80);
+    for (int64_t b = 0; b < nb8; b++)
+        _mm256_storeu_si256((__m256i *)(u + 32 * b),
+                            _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[b].qs), k128));
+}
+
+static TGT void gemm_block_q8_0(int64_t n, int64_t nrows, const void *vw, size_t w_stride,
+                                const void *va, size_t a_stride, int64_t ncols, float *y,
+                                size_t y_stride) {
+    int64_t nb = n / 32, c = 0;
+    if (n <= TILE_Q8_0_MAX_N) {
+        _Alignas(64) uint8_t ubuf[2][TILE_Q8_0_MAX_N];
+        for (; c + 1 < ncols; c += 2) {
+            const block_q8_0 *a[2];
+            UNROLL for (int j = 0; j < 2; j++) {
+                a[j] = (const void *)((const char *)va + (size_t)(c + j) * a_stride);
+                unsign_q8_0(a[j], nb & ~(int64_t)7, ubuf[j]);
+            }
+            const uint8_t *u[2] = {ubuf[0], ubuf[1]};
+            float *yc = y + (size_t)c * y_stride;
+            int64_t r = 0;
+            for (; r + 3 < nrows; r += 4) {
+                const block_q8_0 *w[4];
+                UNROLL for (int k = 0; k < 4; k++)
+                    w[k] = (const void *)((const char *)vw + (size_t)(r + k) * w_stride);
+                tile_q8_0(4, 2, nb, w, a, u, yc + r, y_stride);
+            }
+            for (; r < nrows; r++) {
+                const block_q8_0 *w[1] = {(const void *)((const char *)vw + (size_t)r * w_stride)};
+                tile_q8_0(1, 2, nb, w, a, u, yc + r, y_stride);
+            }
+        }
+    }
+    for (; c < ncols; c++)
+        gemv_block_q8_0(n, nrows, vw, w_stride, (const char *)va + (size_t)c * a_stride,
+                        y + (size_t)c * y_stride);
+}
+
 /* ---- K-quants · Q8_K ----------------------------------------------------------------------
  * 64 weights (two 32-value sub-blocks) per ZMM against 64 contiguous activations; the 6-bit
  * (Q4_K/Q5_K) or int8 (Q6_K) sub-block scales are spread over the 16-bit lanes with vpermw and
@@ -280,6 +396,63 @@ static TGT float dot_q4_K(int64_t n, const void *vw, const void *va) {
     return _mm512_reduce_add_ps(acc) - hsum256_ps(accm);
 }
 
+/* One Q4_K row against C (1..4) Q8_K columns, for prefill. The nibbles and the spread scales
+ * of each chunk and the unpacked scales/mins of each super-block are computed once for all
+ * columns; per column remain the vpmaddubsw and vpdpwssd. Every integer lane holds the same
+ * sum as in dot_q4_K and the float accumulation is the same, so results equal dot() bit for
+ * bit. */
+static inline __attribute__((always_inline)) TGT void tile_q4_K(
+    int C, int64_t nb, const block_q4_K *w, const block_q8_K *const *a, float *y, size_t y_stride) {
+    __m512 acc[4];
+    __m256 accm[4];
+    UNROLL for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps(), accm[c] = _mm256_setzero_ps();
+    const __m512i ix[4] = {idx_pair(0), idx_pair(2), idx_pair(4), idx_pair(6)};
+    for (int64_t i = 0; i < nb; i++) {
+        __m128i scm = unpack_k4_scales(w[i].scales);
+        float wd = h2f(w[i].d), wdmin = h2f(w[i].dmin);
+        __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm));
+        __m512i s16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(scm));
+        __m512i sumi[4];
+        UNROLL for (int ch = 0; ch < 4; ch++) {
+            __m512i q = nibbles64(w[i].qs + 32 * ch);
+            __m512i sc = _mm512_permutexvar_epi16(ix[ch], s16);
+            UNROLL for (int c = 0; c < C; c++) {
+                __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512(a[c][i].qs + 64 * ch));
+                sumi[c] = ch == 0 ? _mm512_madd_epi16(p, sc) : _mm512_dpwssd_epi32(sumi[c], p, sc);
+            }
+        }
+        UNROLL for (int c = 0; c < C; c++) {
+            float d = wd * a[c][i].d, dmin = wdmin * a[c][i].d;
+            __m256i ms = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[c][i].bsums), m16);
+            accm[c] = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(ms), accm[c]);
+            acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi[c]), acc[c]);
+        }
+    }
+    UNROLL for (int c = 0; c < C; c++)
+        y[(size_t)c * y_stride] = _mm512_reduce_add_ps(acc[c]) - hsum256_ps(accm[c]);
+}
+
+static TGT void gemm_q4_K(int64_t n, int64_t nrows, const void *vw, size_t w_stride,
+                          const void *va, size_t a_stride, int64_t ncols, float *y,
+                          size_t y_stride) {
+    int64_t nb = n / QK_K;
+    for (int64_t c = 0; c < ncols; c += 4) {
+        int C = (int)TOME_MIN(4, ncols - c);
+        const block_q8_K *a[4];
+        for (int j = 0; j < C; j++) a[j] = (const void *)((const char *)va + (size_t)(c + j) * a_stride);
+        float *yc = y + (size_t)c * y_stride;
+        for (int64_t r = 0; r < nrows; r++) {
+            const block_q4_K *w = (const void *)((const char *)vw + (size_t)r * w_stride);
+            switch (C) {
+            case 4: tile_q4_K(4, nb, w, a, yc + r, y_stride); break;
+            case 3: tile_q4_K(3, nb, w, a, yc + r, y_stride); break;
+            case 2: tile_q4_K(2, nb, w, a, yc + r, y_stride); break;
+            default: tile_q4_K(1, nb, w, a, yc + r, y_stride); break;
+            }
+        }
+    }
+}
+
 static TGT float dot_q5_K(int64_t n, const void *vw, const void *va) {
     const block_q5_K *w = vw;
     const block_q8_K *a = va;
@@ -346,6 +519,72 @@ static TGT float dot_q6_K(int64_t n, const void *vw, const void *va) {
         acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
     }
     return _mm512_reduce_add_ps(acc);
+}
+
+/* One Q6_K row against C (1..4) Q8_K columns (see tile_q4_K): the 6-bit codes and spread
+ * scales are built once per super-block for all columns; the offset correction uses each
+ * column's bsums. Same integer lanes and float order as dot_q6_K: bit for bit. */
+static inline __attribute__((always_inline)) TGT void tile_q6_K(
+    int C, int64_t nb, const block_q6_K *w, const block_q8_K *const *a, float *y, size_t y_stride) {
+    __m512 acc[4];
+    UNROLL for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_ps();
+    const __m512i ix[4] = {idx_quad(0), idx_quad(4), idx_quad(8), idx_quad(12)};
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(3);
+    for (int64_t i = 0; i < nb; i++) {
+        float wd = h2f(w[i].d);
+        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[i].scales));
+        __m512i s16 = _mm512_castsi256_si512(sc16);
+        __m512i sumi[4];
+        UNROLL for (int c = 0; c < C; c++) {
+            __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)a[c][i].bsums));
+            sumi[c] = _mm512_castsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(),
+                                                              _mm256_slli_epi32(corr, 5)));
+            sumi[c] = _mm512_inserti64x4(sumi[c], _mm256_setzero_si256(), 1);
+        }
+        UNROLL for (int h = 0; h < 2; h++) {
+            __m512i l = _mm512_loadu_si512(w[i].ql + 64 * h);
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(w[i].qh + 32 * h));
+            __m512i hb = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+            __m512i q01 = _mm512_or_si512(_mm512_and_si512(l, m4),
+                                          _mm512_slli_epi16(_mm512_and_si512(hb, m2), 4));
+            __m512i q23 = _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hb, 4), m2), 4));
+            __m512i sc01 = _mm512_permutexvar_epi16(ix[2 * h], s16);
+            __m512i sc23 = _mm512_permutexvar_epi16(ix[2 * h + 1], s16);
+            UNROLL for (int c = 0; c < C; c++) {
+                const int8_t *q8 = a[c][i].qs + 128 * h;
+                __m512i p01 = _mm512_maddubs_epi16(q01, _mm512_loadu_si512(q8));
+                __m512i p23 = _mm512_maddubs_epi16(q23, _mm512_loadu_si512(q8 + 64));
+                sumi[c] = _mm512_dpwssd_epi32(sumi[c], p01, sc01);
+                sumi[c] = _mm512_dpwssd_epi32(sumi[c], p23, sc23);
+            }
+        }
+        UNROLL for (int c = 0; c < C; c++)
+            acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(wd * a[c][i].d), _mm512_cvtepi32_ps(sumi[c]), acc[c]);
+    }
+    UNROLL for (int c = 0; c < C; c++) y[(size_t)c * y_stride] = _mm512_reduce_add_ps(acc[c]);
+}
+
+static TGT void gemm_q6_K(int64_t n, int64_t nrows, const void *vw, size_t w_stride,
+                          const void *va, size_t a_stride, int64_t ncols, float *y,
+                          size_t y_stride) {
+    int64_t nb = n / QK_K;
+    for (int64_t c = 0; c < ncols; c += 4) {
+        int C = (int)TOME_MIN(4, ncols - c);
+        const block_q8_K *a[4];
+        for (int j = 0; j < C; j++) a[j] = (const void *)((const char *)va + (size_t)(c + j) * a_stride);
+        float *yc = y + (size_t)c * y_stride;
+        for (int64_t r = 0; r < nrows; r++) {
+            const block_q6_K *w = (const void *)((const char *)vw + (size_t)r * w_stride);
+            switch (C) {
+            case 4: tile_q6_K(4, nb, w, a, yc + r, y_stride); break;
+            case 3: tile_q6_K(3, nb, w, a, yc + r, y_stride); break;
+            case 2: tile_q6_K(2, nb, w, a, yc + r, y_stride); break;
+            default: tile_q6_K(1, nb, w, a, yc + r, y_stride); break;
+            }
+        }
+    }
 }
 
 /* ---- F16 / BF16 ------------------------------------------------------------------------- */
@@ -446,10 +685,13 @@ static TGT_BF16 void gemv_bf16_dp(int64_t n, int64_t nrows, const void *w, size_
 
 void cpu_simd_fill_avx512(cpu_kernels *k) {
     k->dot[GGML_TYPE_Q8_0] = dot_block_q8_0;  k->gemv[GGML_TYPE_Q8_0] = gemv_block_q8_0;
+    k->gemm[GGML_TYPE_Q8_0] = gemm_block_q8_0;
     k->dot[GGML_TYPE_Q4_0] = dot_block_q4_0;  k->gemv[GGML_TYPE_Q4_0] = gemv_block_q4_0;
     k->dot[GGML_TYPE_Q4_K] = dot_q4_K;  k->gemv[GGML_TYPE_Q4_K] = gemv_q4_K;
+    k->gemm[GGML_TYPE_Q4_K] = gemm_q4_K;
     k->dot[GGML_TYPE_Q5_K] = dot_q5_K;  k->gemv[GGML_TYPE_Q5_K] = gemv_q5_K;
     k->dot[GGML_TYPE_Q6_K] = dot_q6_K;  k->gemv[GGML_TYPE_Q6_K] = gemv_q6_K;
+    k->gemm[GGML_TYPE_Q6_K] = gemm_q6_K;
     k->dot[GGML_TYPE_F16] = dot_f16;    k->gemv[GGML_TYPE_F16] = gemv_f16;
     k->dot[GGML_TYPE_F32] = dot_f32;    k->gemv[GGML_TYPE_F32] = gemv_f32;
     if (k->feat.avx512bf16) {
