@@ -20,6 +20,15 @@ static const char *const k_kernel_names[K_COUNT] = {
     [K_ADD_F32] = "tome_add_f32",
     [K_SWIGLU_F32] = "tome_swiglu_f32",
     [K_RMSNORM_F32] = "tome_rmsnorm_f32",
+    [K_MATMUL] = "tome_matmul",
+    [K_EMBED] = "tome_embed",
+    [K_ROPE] = "tome_rope",
+    [K_KV_STORE_F16] = "tome_kv_store_f16",
+    [K_ATTENTION_F16] = "tome_attention_f16",
+    [K_ARGMAX_F32] = "tome_argmax_f32",
+    [K_ROPE_KV_STORE] = "tome_rope_kv_store",
+    [K_FLASH_DECODE] = "tome_flash_decode",
+    [K_LSE_MERGE] = "tome_lse_merge",
 };
 
 const char *cuda_kernel_name(cuda_kernel_id k) {

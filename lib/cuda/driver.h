@@ -98,6 +98,15 @@ typedef enum cuda_kernel_id {
     K_ADD_F32,
     K_SWIGLU_F32,
     K_RMSNORM_F32,
+    K_MATMUL,         /* ptx/matmul.ptx */
+    K_EMBED,
+    K_ROPE,           /* ptx/rope.ptx */
+    K_KV_STORE_F16,   /* ptx/kv.ptx */
+    K_ATTENTION_F16,  /* ptx/attention.ptx */
+    K_ARGMAX_F32,     /* ptx/argmax.ptx */
+    K_ROPE_KV_STORE,  /* ptx/kv_quant.ptx */
+    K_FLASH_DECODE,   /* ptx/flash_decode.ptx */
+    K_LSE_MERGE,
     K_COUNT
 } cuda_kernel_id;
 

@@ -24,7 +24,9 @@ int cuda_rmsnorm_f32(cuda_dev *d, CUdeviceptr out, CUdeviceptr x, CUdeviceptr w,
 /* ---- model ops (issue #8): declared here so the backend (lib/cuda/backend.c) and the
  * kernels (PTX files in ptx/, launchers in ops.c) are written against one contract. -----
  * Weight matrices keep their GGUF bytes (type, row_bytes per row of `cols` values); they may
- * be repacked at upload for aligned loads only if the launcher knows (flag in cuda_weight). */
+ * be repacked at upload for aligned loads only if the launcher knows (flag in cuda_weight).
+ * The model kernels read their inputs through the non-coherent cache (ld.global.nc): an
+ * output must never overlap an input of the same call. */
 
 typedef struct cuda_weight {
     CUdeviceptr data;    /* rows * row_bytes bytes on the device */
@@ -74,5 +76,51 @@ int cuda_attention_f16(cuda_dev *d, CUdeviceptr out, CUdeviceptr q, int n_q, int
 
 /* *out (int32 on the device) = the index of the largest of x[0..n) (lowest index on ties). */
 int cuda_argmax_f32(cuda_dev *d, CUdeviceptr out, CUdeviceptr x, int64_t n, terr *e);
+
+/* ---- quantised KV pages and flash-decoding (issue #9) ------------------------------------
+ * These take the page dtype separately (cuda_kv_layer stays as it is): the pages are
+ * lib/kvcache.h's layout for that dtype, page_bytes_* = kv_page_bytes(dtype, ...). */
+
+#include "kvcache.h" /* kv_dtype, kv_page_bytes, kv_scales_offset */
+
+/* RoPE + quantise + page write in one kernel (ptx/kv_quant.ptx), for positions pos0 ..
+ * pos0+n-1: q [n][n_head][head_dim] f32 is rotated in place (q = 0 or n_head = 0: no q);
+ * k [n][n_kv_head][head_dim] is rotated on the way (k itself is not written) and stored with
+ * v [n][n_kv_head][head_dim_v] as dtype rows of the pages block_table names (int32 on the
+ * device; a negative id is skipped). cs: [n][rope_dim] f32, rope_cos_sin of each token's
+ * position (the host table is what keeps positions past 1M exact); cs = 0: no rotation.
+ * neox as in cuda_rope. The page bytes equal kv_store's for the same rotated rows (f16, q8,
+ * q4: the same operations in the same order). */
+int cuda_rope_kv_store(cuda_dev *d, const cuda_kv_layer *L, kv_dtype dt, CUdeviceptr block_table,
+                       int64_t pos0, int n, CUdeviceptr q, CUdeviceptr k, CUdeviceptr v,
+                       CUdeviceptr cs, int n_head, int rope_dim, int neox, terr *e);
+
+/* Bytes of scratch cuda_flash_decode needs: m, l [n_splits][n_head] and acc
+ * [n_splits][n_head][head_dim_v], f32. */
+size_t cuda_flash_decode_scratch_bytes(int n_head, int head_dim_v, int n_splits);
+
+/* A split count for n_keys visible keys that gives every SM several blocks even for one
+ * sequence (about 4 blocks per SM over the kv heads, at least 64 keys per split). */
+int cuda_flash_decode_splits(const cuda_dev *d, const cuda_kv_layer *L, int64_t n_keys);
+
+/* Flash-decoding for one query position (ptx/flash_decode.ptx): q [n_head][head_dim] f32 at
+ * position q_pos (0 <= q_pos < kv_len) over the keys kvcache.c's kv_attend sees (causal;
+ * window > 0: (q_pos - window, q_pos] plus sinks [0, sinks)); out [n_head][head_dim_v] f32.
+ * The visible keys are split into n_splits ranges (1 .. 65535), each a block per kv head
+ * that reads every K/V row once for all the q heads of its GQA group and dequantises in
+ * registers; the partials go to scratch (scratch_bytes >= cuda_flash_decode_scratch_bytes)
+ * and tome_lse_merge combines them into out. Limits: head dims multiples of 8 and <= 256,
+ * rep = n_head / n_kv_head <= 32 with rep * head_dim(_v) <= 1024. out must not overlap q or
+ * scratch. */
+int cuda_flash_decode(cuda_dev *d, CUdeviceptr out, CUdeviceptr q, int n_head,
+                      const cuda_kv_layer *L, kv_dtype dt, CUdeviceptr block_table, int64_t kv_len,
+                      int64_t q_pos, float scale, int64_t window, int64_t sinks, int n_splits,
+                      CUdeviceptr scratch, size_t scratch_bytes, terr *e);
+
+/* out [n_head][dv] = log-sum-exp merge of n_parts partials laid out as cuda_flash_decode's
+ * scratch (m, l [n_parts][n_head], acc [n_parts][n_head][dv], kv_attend_partial's meaning),
+ * divided by the merged l; 0 for a head no part saw. Ring attention reuses it. */
+int cuda_lse_merge(cuda_dev *d, CUdeviceptr out, CUdeviceptr part_m, CUdeviceptr part_l,
+                   CUdeviceptr part_acc, int n_parts, int n_head, int dv, terr *e);
 
 #endif
