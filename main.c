@@ -22,6 +22,7 @@
 #include "sampler.h"
 #include "tokenizer.h"
 #include "info.h"      /* info */
+#include "device.h"    /* run, plan, bench: --gpu / --cpu */
 
 /* ---- flag helpers -------------------------------------------------------------------- */
 
@@ -92,6 +93,47 @@ __attribute__((unused)) static int parse_float(const char *flag, const char *v, 
 
 __attribute__((unused)) static int unknown_flag(const char *cmd, const char *s) {
     return fail(TOME_EFLAGS, "%s: unknown flag '%s' (see tome --help)", cmd, s);
+}
+
+/* ---- device choice (run, plan, bench) ------------------------------------------------ */
+
+/* Handles --cpu / --gpu[=N] at argv[a->i]: returns 1 when it was one (*rc = 0, or the exit
+ * code with the message printed), 0 otherwise. */
+static int device_arg(args *a, device_request *rq, int *rc) {
+    terr e = {0};
+    int matched = 0;
+    *rc = device_flag(a->argv[a->i], rq, &matched, &e) ? fail_err(&e) : 0;
+    return matched;
+}
+
+/* Picks the device for model g (lib/device.h); prints the one-line notice when the default
+ * falls back to the CPU (not with quiet). Returns 0 or the exit code (message printed). */
+static int choose_device(const device_request *rq, const gguf *g, const char *kv, const char *cpu_setting,
+                         int quiet, device_choice *dc) {
+    terr e = {0};
+    char why[256] = "";
+    /* settings only the CPU has: the default runs there, --gpu refuses them */
+    if (kv && strcmp(kv, "f16"))
+        snprintf(why, sizeof why, "--kv %s: the GPU keeps its KV cache in f16 only for now (q8/q4 pages on the GPU "
+                 "are issue #9); use --kv f16, or --cpu", kv);
+    else if (cpu_setting)
+        snprintf(why, sizeof why, "%s is a CPU setting", cpu_setting);
+    if (device_choose(rq, dc, &e) || (why[0] && device_need_cpu(rq, dc, TOME_EFLAGS, why, &e)) ||
+        device_fit_model(rq, dc, g, &e))
+        return fail_err(&e);
+    if (!dc->gpu && dc->reason[0] && !quiet) fprintf(stderr, "tome: %s; running on the CPU\n", dc->reason);
+    return 0;
+}
+
+/* Weight upload progress on a terminal: one redrawn line, cleared at the end. */
+static void upload_bar(void *ud, uint64_t done, uint64_t total) {
+    const device_choice *dc = ud;
+    const int w = 30, f = total ? (int)((double)done / (double)total * w) : w;
+    fprintf(stderr, "\rtome: uploading weights to GPU %d [%.*s%*s] %5.1f%% of %.2f GiB", dc->ordinal, f,
+            "##############################", w - f, "", total ? 100.0 * (double)done / (double)total : 100.0,
+            (double)total / 1073741824.0);
+    if (done >= total) fprintf(stderr, "\r\033[K");
+    fflush(stderr);
 }
 
 /* ---- commands ------------------------------------------------------------------------- */
@@ -257,6 +299,8 @@ static int cmd_run(int argc, char **argv) {
     double temp = 0.8, top_p = 0.95, min_p = 0.05, rep = 1.0;
     int chat = -1, think = 0, json = 0, quiet = 0, print_ids = 0, exact = 0, bos = -1, dump = 0, ignore_eos = 0;
     int rc = 0;
+    device_request drq = {0};
+    device_choice dc = {0};
     args a = {argc, argv, 1, NULL};
     for (; a.i < argc; a.i++) {
         const char *v;
@@ -300,6 +344,7 @@ static int cmd_run(int argc, char **argv) {
         else if (!strcmp(argv[a.i], "--no-bos")) bos = 0;
         else if (!strcmp(argv[a.i], "--dump-prompt")) dump = 1;
         else if (!strcmp(argv[a.i], "--ignore-eos")) ignore_eos = 1;
+        else if (device_arg(&a, &drq, &rc)) { if (rc) goto out; }
         else { rc = unknown_flag("run", argv[a.i]); goto out; }
 #undef VAL
 #undef INTF
@@ -399,6 +444,11 @@ static int cmd_run(int argc, char **argv) {
 
     /* ---- engine ---- */
     engine_params ep = {(int)n_ctx, (int)n_batch, (int)n_threads, exact, cpu_kern};
+    char cks[96];
+    snprintf(cks, sizeof cks, "--cpu-kernels %.80s", cpu_kern ? cpu_kern : "");
+    if ((rc = choose_device(&drq, m->g, lc.kv, cpu_kern ? cks : NULL, quiet, &dc))) goto done_user;
+    lc.gpu = dc.dev;
+    if (dc.gpu && !quiet && isatty(2)) { lc.on_upload = upload_bar; lc.upload_ud = &dc; }
     tome_model *mm = m;
     m = NULL; /* the engine owns it now */
     if ((rc = engine_from_model_lc(&en, mm, &ep, &lc, &e))) { fail_err(&e); goto done_user; }
@@ -482,6 +532,7 @@ done:
     free(ro.text);
     free(plog);
     engine_close(en);
+    device_release(&dc);
     model_free(m);
     tok_free(tok);
 out:
@@ -493,8 +544,9 @@ out:
 static int cmd_plan(int argc, char **argv) {
     const char *model = NULL, *ctx = NULL;
     long long n_batch = 64, n_threads = 0;
-    int json = 0, rc = 0;
+    int json = 0, rc = 0, quiet = 0;
     engine_lc lc = {0};
+    device_request drq = {0};
     args a = {argc, argv, 1, NULL};
     for (; a.i < argc; a.i++) {
         const char *v;
@@ -513,6 +565,8 @@ static int cmd_plan(int argc, char **argv) {
         else if (is_flag(&a, "--rope-base", NULL)) FLTF(lc.rope_base, 1.0001, 1e12);
         else if (is_flag(&a, "--rope-orig-ctx", NULL)) INTF(lc.rope_orig_ctx, 1, 1 << 30);
         else if (!strcmp(argv[a.i], "--json")) json = 1;
+        else if (!strcmp(argv[a.i], "-q") || !strcmp(argv[a.i], "--quiet")) quiet = 1;
+        else if (device_arg(&a, &drq, &rc)) { if (rc) return rc; }
         else return unknown_flag("plan", argv[a.i]);
 #undef VAL
 #undef INTF
@@ -527,6 +581,12 @@ static int cmd_plan(int argc, char **argv) {
     terr e = {0};
     tome_model *m = NULL;
     if ((rc = model_load(&m, model, &e))) return fail_err(&e);
+    device_choice dc = {0};
+    if ((rc = choose_device(&drq, m->g, lc.kv, NULL, quiet, &dc))) {
+        model_free(m);
+        return rc;
+    }
+    lc.gpu = dc.dev;
     engine_params ep = {0};
     ep.n_ctx = (int)n_ctx;
     ep.n_batch = (int)n_batch;
@@ -534,14 +594,16 @@ static int cmd_plan(int argc, char **argv) {
     engine_plan pl;
     if ((rc = engine_apply_overrides(m, &lc, &e)) || (rc = engine_make_plan(m, &ep, &lc, &pl, &e))) {
         model_free(m);
+        device_release(&dc);
         return fail_err(&e);
     }
     rope_config rc_;
     rope_config_from_hparams(&rc_, &m->hp, m->rope_freqs, m->rope_long, m->rope_short);
     const char *kvn = engine_kv_name(pl.kv_type);
     if (json) {
-        json_t *o = json_pack("{s:s, s:i, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:i, s:i, s:s, s:f, s:f, s:i}",
-                              "model", model, "n_ctx", pl.n_ctx, "kv", kvn, "weight_bytes", (json_int_t)pl.weight_bytes,
+        json_t *o = json_pack("{s:s, s:s, s:I, s:i, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:i, s:i, s:s, s:f, s:f, s:i}",
+                              "model", model, "device", pl.gpu ? "gpu" : "cpu", "mem_total", (json_int_t)pl.mem_total,
+                              "n_ctx", pl.n_ctx, "kv", kvn, "weight_bytes", (json_int_t)pl.weight_bytes,
                               "kv_bytes_per_token", (json_int_t)pl.kv_token_bytes, "kv_bytes", (json_int_t)pl.kv_bytes,
                               "scratch_bytes", (json_int_t)pl.scratch_bytes, "total_bytes", (json_int_t)pl.total_bytes,
                               "mem_available", (json_int_t)pl.mem_available, "fits", pl.fits, "window", pl.window,
@@ -565,7 +627,11 @@ static int cmd_plan(int argc, char **argv) {
         printf("kv total:       %llu bytes (%.1f MiB)\n", (unsigned long long)pl.kv_bytes, pl.kv_bytes / Mi);
         printf("scratch:        %llu bytes (%.1f MiB)\n", (unsigned long long)pl.scratch_bytes, pl.scratch_bytes / Mi);
         printf("total:          %llu bytes (%.1f MiB)\n", (unsigned long long)pl.total_bytes, pl.total_bytes / Mi);
-        if (pl.mem_available)
+        if (pl.gpu)
+            printf("available:      %llu bytes (%.1f MiB free of %.1f MiB on GPU %d, %s)\n",
+                   (unsigned long long)pl.mem_available, pl.mem_available / Mi, pl.mem_total / Mi, dc.ordinal,
+                   dc.dev->name);
+        else if (pl.mem_available)
             printf("available:      %llu bytes (%.1f MiB, MemAvailable)\n", (unsigned long long)pl.mem_available,
                    pl.mem_available / Mi);
         else
@@ -573,6 +639,7 @@ static int cmd_plan(int argc, char **argv) {
         printf("fits:           %s\n", pl.fits ? "yes" : "no");
     }
     model_free(m);
+    device_release(&dc);
     return fflush(stdout) == 0 ? TOME_OK : fail(TOME_EINPUT, "plan: cannot write the output");
 }
 
@@ -720,7 +787,8 @@ static int cmd_bench(int argc, char **argv) {
         if (!strncmp(argv[i], "--tokenize", 10) && (!argv[i][10] || argv[i][10] == '=')) return bench_tokenize(argc, argv);
     const char *model = NULL, *cpu_kern = NULL;
     long long n_prompt = 512, n_gen = 128, n_threads = 0, reps = 3, n_batch = 64, bw_mib = 1024;
-    int json = 0, exact = 0;
+    int json = 0, exact = 0, quiet = 0, rc = 0;
+    device_request drq = {0};
     args a = {argc, argv, 1, NULL};
     for (; a.i < argc; a.i++) {
         const char *v;
@@ -736,6 +804,8 @@ static int cmd_bench(int argc, char **argv) {
         else if (is_flag(&a, "--cpu-kernels", NULL)) { VAL(); cpu_kern = v; }
         else if (!strcmp(argv[a.i], "--json")) json = 1;
         else if (!strcmp(argv[a.i], "--exact")) exact = 1;
+        else if (!strcmp(argv[a.i], "-q") || !strcmp(argv[a.i], "--quiet")) quiet = 1;
+        else if (device_arg(&a, &drq, &rc)) { if (rc) return rc; }
         else return unknown_flag("bench", argv[a.i]);
 #undef VAL
 #undef INTF
@@ -747,24 +817,42 @@ static int cmd_bench(int argc, char **argv) {
     engine *en = NULL;
     /* one sequence of the longer test: both tests start from an empty cache, as in llama-bench */
     engine_params ep = {(int)TOME_MAX(n_prompt, n_gen), (int)n_batch, threads, exact, cpu_kern};
-    if (engine_open(&en, model, &ep, &e)) return fail_err(&e);
+    device_choice dc = {0};
+    tome_model *bm = NULL;
+    if ((rc = model_load(&bm, model, &e))) return fail_err(&e);
+    /* a CPU measurement asked for (kernels, or threads without --gpu) keeps the default on the CPU */
+    char cset[96] = "";
+    if (cpu_kern) snprintf(cset, sizeof cset, "--cpu-kernels %.80s", cpu_kern);
+    else if (n_threads > 0 && drq.kind == DEVICE_AUTO) snprintf(cset, sizeof cset, "-t %lld", n_threads);
+    if ((rc = choose_device(&drq, bm->g, NULL, cset[0] ? cset : NULL, quiet, &dc))) { model_free(bm); return rc; }
+    engine_lc blc = {0};
+    blc.gpu = dc.dev;
+    if (dc.gpu && !quiet && isatty(2)) { blc.on_upload = upload_bar; blc.upload_ud = &dc; }
+    if (engine_from_model_lc(&en, bm, &ep, &blc, &e)) { device_release(&dc); return fail_err(&e); }
     bench_result r;
-    int rc = bench_run(en, (int)n_prompt, (int)n_gen, (int)reps, &r, &e);
-    if (rc) { engine_close(en); return fail_err(&e); }
+    rc = bench_run(en, (int)n_prompt, (int)n_gen, (int)reps, &r, &e);
+    if (rc) { engine_close(en); device_release(&dc); return fail_err(&e); }
     const uint64_t wb = bench_weight_bytes(en->m);
     const int nb = en->n_batch;
     engine_close(en);
+    char where[192];
+    if (dc.gpu) snprintf(where, sizeof where, "GPU %d (%s)", dc.ordinal, dc.dev->name);
+    else snprintf(where, sizeof where, "%d threads", threads);
+    device_release(&dc);
     /* measured after the runs (not before), so its 1 GiB does not push the weights out of the
-     * cache ahead of the timed forwards; --bw-mib 0 skips it */
+     * cache ahead of the timed forwards; --bw-mib 0 skips it (and a GPU run: host RAM is not
+     * what it reads) */
     double bps = 0;
+    if (dc.gpu) bw_mib = 0;
     if (bw_mib > 0 && bench_read_bandwidth((size_t)bw_mib << 20, threads, 5, &bps, &e)) return fail_err(&e);
     const double pp = r.pp_best_s > 0 ? n_prompt / r.pp_best_s : 0, pp_mean = r.pp_mean_s > 0 ? n_prompt / r.pp_mean_s : 0;
     const double tg = r.tg_best_s > 0 ? n_gen / r.tg_best_s : 0, tg_mean = r.tg_mean_s > 0 ? n_gen / r.tg_mean_s : 0;
     const double wgbs = (double)wb * tg / 1e9;      /* weight GB/s while decoding */
     const double frac = bps > 0 ? wgbs * 1e9 / bps : 0;
     if (json) {
-        json_t *o = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:I, s:f, s:f, s:f}", "model",
-                              model, "threads", threads, "n_prompt", (int)n_prompt, "n_gen", (int)n_gen, "reps",
+        json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:I, s:f, s:f, s:f}", "model",
+                              model, "device", dc.gpu ? where : "cpu", "threads", threads, "n_prompt", (int)n_prompt,
+                              "n_gen", (int)n_gen, "reps",
                               (int)reps, "n_batch", nb, "prefill_tok_s", pp, "prefill_tok_s_mean", pp_mean,
                               "decode_tok_s", tg, "decode_tok_s_mean", tg_mean, "decode_ms_per_token",
                               tg > 0 ? 1000.0 / tg : 0.0, "weight_bytes_per_token", (json_int_t)wb,
@@ -775,8 +863,8 @@ static int cmd_bench(int argc, char **argv) {
         json_decref(o);
         if (!s) return fail(TOME_ERESOURCE, "out of memory");
     } else {
-        printf("bench: %s, %d threads, prefill batch %d, best of %d (mean in brackets), both tests from an empty cache\n",
-               model, threads, nb, (int)reps);
+        printf("bench: %s, %s, prefill batch %d, best of %d (mean in brackets), both tests from an empty cache\n",
+               model, where, nb, (int)reps);
         if (n_prompt > 0)
             printf("prefill: %d tokens: %.1f tok/s (%.1f)\n", (int)n_prompt, pp, pp_mean);
         if (n_gen > 0) {
@@ -813,13 +901,18 @@ static const char *k_help =
     "            keep K sink tokens + the last W and generate past -c, StreamingLLM)\n"
     "            --rope-scaling none|linear|ntk|dynamic|yarn|longrope|llama3  --rope-scale F\n"
     "            --rope-base F  --rope-orig-ctx N   (override the model's RoPE metadata)\n"
+    "            --gpu[=N] (require GPU N, default 0)  --cpu (force the CPU); run, plan and bench\n"
+    "            use the GPU when one is usable, else the CPU with a one-line notice (-q: none)\n"
     "  plan      -m MODEL [-c CTX|max] [--kv TYPE] [-b N] [--window W --sinks K] [--rope-* ...] [--json]\n"
+    "            [--gpu[=N] | --cpu] [-q]\n"
     "            memory plan: weights, KV per token and in total, scratch, fits in MemAvailable\n"
+    "            (on a GPU: in its free memory, total shown)\n"
     "  info      MODEL.gguf [--json]                   what a GGUF file holds, whether tome runs it\n"
     "  tokenize  (-m MODEL | --tokenizer DIR) [-p TEXT | -f FILE]   (stdin without -p/-f)\n"
     "            [--ids | --pieces] [--special] [--bos | --no-bos]  ids on one line, no BOS by default\n"
     "            bench --tokenize FILE (-m MODEL | --tokenizer DIR): tokenizer MB/s on one core\n"
     "  bench     -m MODEL [-p 512] [-n 128] [-t N] [-r 3] [-b 64] [--json] [--bw-mib 1024]\n"
+    "            [--gpu[=N] | --cpu] [-q]\n"
     "                                      prefill / decode tok/s, weight GB/s vs read bandwidth\n"
     "\n"
     "exit codes: 0 ok; 1 bad flags; 2 invalid input (missing, unreadable or malformed file,\n"

@@ -100,8 +100,11 @@ int engine_make_plan(const tome_model *m, const engine_params *p, const engine_l
     if (!lc) lc = &none;
     const tome_hparams *hp = &m->hp;
     pl->kv_type = engine_kv_type(lc->kv);
-    if (!lc->kv && p->exact) pl->kv_type = KV_TYPE_F32;
+    if (!lc->kv && p->exact && !lc->gpu) pl->kv_type = KV_TYPE_F32;
     if (pl->kv_type == -2) return terr_set(e, TOME_EFLAGS, "--kv: unknown type '%s' (f16, q8, q4, f32)", lc->kv);
+    if (lc->gpu && pl->kv_type != KV_F16)
+        return terr_set(e, TOME_EFLAGS, "--kv %s: the GPU keeps its KV cache in f16 only for now (q8/q4 pages on the "
+                        "GPU are issue #9); use --kv f16, or --cpu", lc->kv);
     pl->window = hp->sliding_window;
     pl->sinks = lc->sinks > 0 ? lc->sinks : 0;
     /* the f32 reference path applies the sink mask but keeps every position: no streaming */
@@ -110,14 +113,23 @@ int engine_make_plan(const tome_model *m, const engine_params *p, const engine_l
     if (threads < 1) threads = 1;
     pl->weight_bytes = m->g->size > m->g->data_offset ? m->g->size - m->g->data_offset : 0;
     pl->kv_token_bytes = cpu_kv_token_bytes(hp, pl->kv_type);
-    pl->mem_available = engine_mem_available();
+    if (lc->gpu) {
+        /* everything lives in device memory: weights, KV pool, activations (no CPU threads) */
+        int rc = cuda_mem_info(lc->gpu, &pl->mem_available, &pl->mem_total, e);
+        if (rc) return rc;
+        pl->gpu = 1;
+        threads = 0;
+    } else {
+        pl->mem_available = engine_mem_available();
+    }
     const int nb0 = p->n_batch > 0 ? p->n_batch : 64;
     int64_t n_ctx = p->n_ctx;
     if (n_ctx < 0) {
         /* largest context: whole pages (or positions, for f32) that fit next to the weights and
          * the scratch, so that one more position would not fit */
         const int64_t P = lc->page_tokens > 0 ? lc->page_tokens : KV_DEFAULT_PAGE_TOKENS;
-        const uint64_t fixed = pl->weight_bytes + scratch_bytes(hp, nb0, threads, pl->kv_type, 0);
+        const uint64_t fixed = pl->weight_bytes + scratch_bytes(hp, nb0, threads, pl->kv_type, 0) +
+                               (lc->gpu ? cuda_backend_scratch_bytes(hp, nb0) : 0);
         const uint64_t unit = pl->kv_type == KV_TYPE_F32
                                   ? pl->kv_token_bytes + (uint64_t)threads * sizeof(float)
                                   : cpu_kv_total_bytes(hp, pl->kv_type, (int)P, nb0, 0, 0, (int)P);
@@ -133,7 +145,8 @@ int engine_make_plan(const tome_model *m, const engine_params *p, const engine_l
     pl->n_ctx = (int)n_ctx;
     pl->n_batch = (int)TOME_MIN((int64_t)nb0, n_ctx);
     pl->kv_bytes = cpu_kv_total_bytes(hp, pl->kv_type, pl->n_ctx, pl->n_batch, pl->window, pl->sinks, lc->page_tokens);
-    pl->scratch_bytes = scratch_bytes(hp, pl->n_batch, threads, pl->kv_type, pl->n_ctx);
+    pl->scratch_bytes = scratch_bytes(hp, pl->n_batch, threads, pl->kv_type, pl->n_ctx) +
+                        (lc->gpu ? cuda_backend_scratch_bytes(hp, pl->n_batch) : 0);
     pl->total_bytes = pl->weight_bytes + pl->kv_bytes + pl->scratch_bytes;
     pl->fits = !pl->mem_available || pl->total_bytes <= pl->mem_available;
     return 0;
@@ -168,8 +181,19 @@ int engine_from_model_lc(engine **out, tome_model *m, const engine_params *p, co
         goto fail;
     }
     if ((rc = engine_apply_overrides(m, lc, e))) goto fail;
+    if (lc->gpu && (rc = cuda_check_weights(m->g, e))) goto fail;
     engine_plan pl;
     if ((rc = engine_make_plan(m, p, lc, &pl, e))) goto fail;
+    if (!pl.fits && pl.gpu) {
+        rc = terr_set(e, TOME_ERESOURCE,
+                      "context %d with %s KV does not fit in memory: weights %.1f MiB + KV %.1f MiB (%llu bytes/token) "
+                      "+ scratch %.1f MiB = %.1f MiB needed > %.1f MiB available on GPU %d (%s, %.1f MiB total; see "
+                      "tome plan --gpu -c max)",
+                      pl.n_ctx, engine_kv_name(pl.kv_type), pl.weight_bytes / 1048576.0, pl.kv_bytes / 1048576.0,
+                      (unsigned long long)pl.kv_token_bytes, pl.scratch_bytes / 1048576.0, pl.total_bytes / 1048576.0,
+                      pl.mem_available / 1048576.0, lc->gpu->ordinal, lc->gpu->name, pl.mem_total / 1048576.0);
+        goto fail;
+    }
     if (!pl.fits) {
         rc = terr_set(e, TOME_ERESOURCE,
                       "context %d with %s KV does not fit in memory: weights %.1f MiB + KV %.1f MiB (%llu bytes/token) "
@@ -189,7 +213,14 @@ int engine_from_model_lc(engine **out, tome_model *m, const engine_params *p, co
     if ((rc = model_rope_table(m, en->n_ctx, &rt, e))) goto fail;
     backend_config cfg = {&m->hp, &rt, en->n_ctx, en->n_batch, p->n_threads, p->exact, p->cpu_kernels,
                           en->kv_type, lc->page_tokens, en->window, en->window > 0 ? en->sinks : 0};
-    if ((rc = cpu_backend_new(&en->be, &cfg, e))) goto fail;
+    if (lc->gpu) {
+        en->on_gpu = 1;
+        rc = cuda_backend_new(&en->be, &cfg, lc->gpu, m->g->base + m->g->data_offset, pl.weight_bytes, lc->on_upload,
+                              lc->upload_ud, e);
+    } else {
+        rc = cpu_backend_new(&en->be, &cfg, e);
+    }
+    if (rc) goto fail;
     if ((rc = fwd_init(&en->fwd, m, en->be, en->n_batch, e))) goto fail;
     en->logits = tmalloc_array((size_t)m->hp.n_vocab, sizeof(float));
     if (!en->logits) {
@@ -233,7 +264,10 @@ static int eval_ids(engine *en, const int32_t *ids, int n, float *all_logits, in
         float *dst = all_logits ? all_logits + (size_t)s * V : (want_last && s + c == n ? en->logits : NULL);
         forward(en->m, &en->fwd, ids + s, c, en->n_past, dst, all_logits != NULL);
         en->n_past += c;
-        if (cpu_backend_failed(en->be))
+        if (en->on_gpu) {
+            int grc = cuda_backend_error(en->be, e);
+            if (grc) return grc;
+        } else if (cpu_backend_failed(en->be))
             return terr_set(e, TOME_ERESOURCE, "the KV cache could not store positions up to %d (out of pages, or a rewind "
                             "past evicted pages)", en->n_past);
     }

@@ -1,8 +1,8 @@
 /* engine.h — runs one sequence through a model: chunked prefill, the decode loop, sampling,
  * stopping, and the timings that `tome run` reports.
  *
- * An engine owns a model, a backend (the CPU one for now) with its KV cache of n_ctx
- * positions, and forward()'s activation buffers. Prefill processes the prompt in chunks of
+ * An engine owns a model, a backend (the CPU's, or one GPU's: engine_lc.gpu) with its KV
+ * cache of n_ctx positions, and forward()'s activation buffers. Prefill processes the prompt in chunks of
  * n_batch positions (buffers are per chunk: nothing grows with the prompt but the paged KV);
  * decode runs one token per forward. One sequence at a time. The cache is lib/kvcache.h's
  * paged one (engine_lc.kv: f16 default, q8, q4; f32 = the contiguous float reference). With
@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "cuda/backend.h"
 #include "model.h"
 #include "sampler.h"
 #include "tokenizer.h"
@@ -31,7 +32,8 @@ typedef struct engine_params {
     const char *cpu_kernels; /* NULL = the best this CPU runs; "scalar" = the reference code */
 } engine_params;
 
-/* Long-context settings (engine_from_model_lc); all zero = the model's own, f16 KV. */
+/* Long-context settings and placement (engine_from_model_lc); all zero = the model's own, f16
+ * KV, on the CPU. */
 typedef struct engine_lc {
     const char *kv;          /* KV cache type: NULL = "f16" ("f32" with exact), "q8", "q4", "f32"
                                 (f32 = the contiguous float reference path) */
@@ -44,6 +46,13 @@ typedef struct engine_lc {
     double rope_base;        /* > 0 overrides the theta base */
     int rope_orig_ctx;       /* > 0 overrides the original training context */
     int page_tokens;         /* KV page size; 0 = KV_DEFAULT_PAGE_TOKENS */
+    /* Placement (here rather than in engine_params, whose callers initialise it positionally): */
+    cuda_dev *gpu;           /* NULL = the CPU; else the GPU to run on (lib/device.h; borrowed:
+                                close it after engine_close). The plan then counts its memory;
+                                f16 KV only (else TOME_EFLAGS); a tensor type the GPU kernels
+                                lack is TOME_EUNSUPPORTED (cuda_check_weights). */
+    cuda_upload_fn on_upload;/* GPU: weight upload progress (may be NULL) */
+    void *upload_ud;
 } engine_lc;
 
 /* What a run of these settings needs in memory (tome plan; engine_open checks it first). */
@@ -56,7 +65,9 @@ typedef struct engine_plan {
     uint64_t scratch_bytes;  /* activations and per-chunk scratch (nothing grows with n_ctx
                                 on the paged path) */
     uint64_t total_bytes;    /* weights + kv + scratch */
-    uint64_t mem_available;  /* /proc/meminfo MemAvailable (0 when unknown) */
+    uint64_t mem_available;  /* /proc/meminfo MemAvailable (0 when unknown); on a GPU its free memory */
+    int gpu;                 /* 1: planned for p->gpu (f16 KV, everything in device memory) */
+    uint64_t mem_total;      /* GPU: its total memory (0 on the CPU) */
     int fits;                /* total <= available (1 when unknown) */
 } engine_plan;
 
@@ -85,6 +96,7 @@ typedef struct engine {
     int kv_type;       /* KV_TYPE_F32 or a kv_dtype */
     int window, sinks; /* attention mask in use */
     int streaming;     /* sinks and window: positions may pass n_ctx (old pages evicted) */
+    int on_gpu;        /* the backend is lib/cuda/backend.h's */
     float *logits;     /* [n_vocab] the last position's logits after engine_eval */
 } engine;
 

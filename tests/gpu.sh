@@ -1,27 +1,118 @@
 #!/usr/bin/env bash
 # gpu.sh [GROUP...] — the one script a GPU machine runs: GPU-vs-CPU op checks (ops), end-to-end
-# GPU vs CPU tokens (e2e) and benchmarks (bench); a short summary table last.
+# GPU vs CPU logits and greedy tokens (e2e), benchmarks of an 8B-shaped model (bench); a
+# summary table last. Groups default to all three; the whole run stays under 5 minutes on an
+# H200 (bench dominates: making the two 8B files takes most of it).
 #
-# The device machine lacks the build's libraries, so build here (`./build.sh unit`: ./tome and
-# build/tests-rel are linked statically against PCRE2 and jansson) and carry `build` and `tome`,
-# plus a git-ignored data/ folder with the few files e2e needs (TOME_DATA=data).
-# Groups present so far: ops. e2e and bench arrive with the CUDA backend's forward pass.
+# Carrying the build to the device machine (it has no PCRE2 / jansson / compiler to spare):
+#   1. here: ./build.sh unit device   (./tome and build/tests-rel link PCRE2 and jansson
+#      statically, so they need only libc, libm, libdl and the driver's libcuda.so.1)
+#   2. here: bash tests/gpu.sh prep   copies the few data files e2e needs into data/ (git-ignored,
+#      about 37 MiB): models/stories260K.bin, models/tok512.bin and
+#      models/llamacpp/tiny-gqa768-{Q8_0,Q4_K_M}.gguf from $TOME_DATA (default ../shared)
+#   3. device: carry = ["tome", "build/tests-rel", "build/mkgguf", "build/llama2c2gguf", "data"]
+#      (about 44 MiB, under the 64 MiB limit), command = "TOME_DATA=data bash tests/gpu.sh"
+#      (or one group: "... tests/gpu.sh e2e"). The bench files are made on the device machine
+#      in $TOME_BENCH_DIR (default /tmp/tome-gpu-bench), never carried.
+#
+# Groups:
+#   ops    build/tests-rel gpu_op_ cuda_        every GPU op against the CPU reference
+#   e2e    build/tests-rel gpu_e2e_             tests/test_device.c: stories260K (llama2c2gguf),
+#          the llama.cpp Q8_0 / Q4_K_M files, mkgguf models of every arch and weight type, and
+#          streaming; CPU --exact with the same f16 KV as the reference; then `tome run --gpu`
+#          vs `--cpu --exact` greedy ids on stories260K through the CLI
+#   bench  mkgguf 8B-shaped llama (32 layers, 4096 wide, 32/8 heads of 128, FF 14336, vocab
+#          128256) as Q8_0 and Q4_K_M; `tome bench --gpu -p 256 -n 128 -r 2` (prefill 256, not
+#          llama-bench's 512: the #8 matmul is a plain per-row kernel, fast prefill is issue #11)
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
+TOME_DATA=${TOME_DATA:-../shared}
+export TOME_DATA
+
+if [ "${1:-}" = prep ]; then
+  src=${TOME_DATA}
+  [ "$src" = data ] && src=../shared
+  mkdir -p data/models/llamacpp || exit 1
+  for f in models/stories260K.bin models/tok512.bin models/llamacpp/tiny-gqa768-Q8_0.gguf \
+           models/llamacpp/tiny-gqa768-Q4_K_M.gguf; do
+    cp -f "$src/$f" "data/$f" || { echo "gpu.sh prep: cannot copy $src/$f" >&2; exit 2; }
+  done
+  du -sh data tome build/tests-rel build/mkgguf build/llama2c2gguf 2>/dev/null
+  echo 'carry: ["tome", "build/tests-rel", "build/mkgguf", "build/llama2c2gguf", "data"]'
+  echo 'run:   TOME_DATA=data bash tests/gpu.sh'
+  exit 0
+fi
+
 groups=${*:-ops e2e bench}
 declare -A result
+brows=()
+t_start=$(date +%s)
+
+summary_line() { echo "$1" | grep -E '^[0-9]+ passed' | tail -n 1; }
+
 for g in $groups; do
+  echo "=== $g"
   case $g in
     ops)
       if [ ! -x build/tests-rel ]; then result[ops]="missing build/tests-rel"; continue; fi
       out=$(build/tests-rel gpu_op_ cuda_ 2>&1); echo "$out"
-      result[ops]=$(echo "$out" | tail -n 1) ;;
-    e2e|bench)
-      result[$g]="not written yet (the CUDA forward pass is issue #8)" ;;
-    *) echo "gpu.sh: unknown group '$g' (ops, e2e, bench)" >&2; exit 1 ;;
+      result[ops]=$(summary_line "$out") ;;
+    e2e)
+      if [ ! -x build/tests-rel ]; then result[e2e]="missing build/tests-rel"; continue; fi
+      out=$(timeout 240 build/tests-rel gpu_e2e_ 2>&1); echo "$out"
+      r=$(summary_line "$out")
+      # the same through the CLI: greedy ids of `run --gpu` vs `run --cpu --exact`
+      cli="cli: not run (stories260K or tools missing)"
+      if [ -x ./tome ] && [ -x build/llama2c2gguf ] && [ -e "$TOME_DATA/models/stories260K.bin" ]; then
+        sg=$(mktemp -d)/stories260K.gguf
+        if build/llama2c2gguf "$TOME_DATA/models/stories260K.bin" "$TOME_DATA/models/tok512.bin" "$sg" >/dev/null 2>&1; then
+          a=$(./tome run -m "$sg" -p "Once upon a time" -n 48 --temp 0 --ignore-eos --print-ids -q --gpu 2>&1)
+          b=$(./tome run -m "$sg" -p "Once upon a time" -n 48 --temp 0 --ignore-eos --print-ids -q --cpu --exact --kv f16 2>&1)
+          echo "gpu: $a"; echo "cpu: $b"
+          if [ "$a" = "$b" ]; then cli="cli: 48 greedy ids identical"; else cli="cli: greedy ids DIFFER"; fi
+          ./tome plan -m "$sg" --gpu -c max | tail -n 4
+        fi
+      fi
+      result[e2e]="$r; $cli" ;;
+    bench)
+      if [ ! -x build/mkgguf ] || [ ! -x ./tome ]; then result[bench]="missing ./tome or build/mkgguf"; continue; fi
+      dir=${TOME_BENCH_DIR:-/tmp/tome-gpu-bench}
+      # TOME_BENCH_SHAPE: other mkgguf shape flags; a small one smoke-tests this script (keep the
+      # widths multiples of 256, or the q4_k_m mix falls back to Q5_0, which the GPU refuses)
+      shape=${TOME_BENCH_SHAPE:---n-embd 4096 --n-layer 32 --n-head 32 --n-head-kv 8 --n-ff 14336 --vocab 128256 --ctx 8192 --rope-base 500000}
+      mkdir -p "$dir"
+      nb=0
+      for preset in q8_0 q4_k_m; do
+        f=$dir/llama8b-$preset.gguf
+        if [ ! -s "$f" ]; then
+          t0=$(date +%s)
+          # shellcheck disable=SC2086
+          if ! timeout 170 build/mkgguf -o "$f" --arch llama $shape --preset "$preset" --seed 8 -t "$(nproc)"; then
+            rm -f "$f"; brows+=("| $preset | mkgguf failed or timed out | | |"); continue
+          fi
+          echo "mkgguf $preset: $(( $(date +%s) - t0 )) s"
+        fi
+        out=$(timeout 100 ./tome bench -m "$f" --gpu -q -p 256 -n 128 -r 2 2>&1); rc=$?
+        echo "$out"
+        if [ $rc -ne 0 ]; then brows+=("| $preset | exit $rc: $(echo "$out" | tail -n 1) | | |"); continue; fi
+        pp=$(echo "$out" | sed -n 's/^prefill: [0-9]* tokens: \([0-9.]*\) tok\/s.*/\1/p')
+        tg=$(echo "$out" | sed -n 's/^decode: *[0-9]* tokens: \([0-9.]*\) tok\/s.*/\1/p')
+        gbs=$(echo "$out" | sed -n 's/^weights: .* = \([0-9.]*\) GB\/s.*/\1/p')
+        brows+=("| $preset | $pp | $tg | $gbs |")
+        nb=$((nb + 1))
+      done
+      result[bench]="$nb of 2 models measured (table below)" ;;
+    *) echo "gpu.sh: unknown group '$g' (ops, e2e, bench; or prep)" >&2; exit 1 ;;
   esac
 done
 echo
 echo "| group | result |"
 echo "|---|---|"
 for g in $groups; do echo "| $g | ${result[$g]} |"; done
+if [ ${#brows[@]} -gt 0 ]; then
+  echo
+  echo "| 8B-shaped llama (GPU) | prefill 256 tok/s | decode 128 tok/s | decode weight GB/s |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${brows[@]}"
+fi
+echo "total: $(( $(date +%s) - t_start )) s"

@@ -1,0 +1,317 @@
+/* test_device.c — the CPU / GPU choice (lib/device.h) and, on a machine with a GPU, the CUDA
+ * backend end to end against the CPU (group gpu_e2e_*, run by tests/gpu.sh; they skip here).
+ *
+ * The GPU-vs-CPU check: the CPU engine runs with --exact (float activations, sums in double)
+ * and the same f16 KV cache, so the two differ only by float rounding. Every prompt position's
+ * logits are compared, then a greedy continuation is teacher-forced with the CPU's tokens (so
+ * one near tie cannot derail the rest): at each step the logits must agree within a tolerance
+ * relative to their scale, and the GPU's argmax must be the CPU's, or a token whose CPU logit
+ * is within that tolerance of the top (a genuine near tie).
+ */
+#include "test.h"
+
+#include <stdint.h>
+#include <unistd.h>
+
+#include "cuda/backend.h"
+#include "device.h"
+#include "engine.h"
+#include "kvcache.h"
+
+/* ---- flags and the decision (pure: run everywhere) ------------------------------------------ */
+
+TEST(device_flag_parsing) {
+    device_request rq = {0};
+    int m = 0;
+    terr e = {0};
+    CHECK(device_flag("--cpu", &rq, &m, &e) == 0 && m == 1 && rq.kind == DEVICE_CPU);
+    rq = (device_request){0};
+    CHECK(device_flag("--gpu", &rq, &m, &e) == 0 && m == 1 && rq.kind == DEVICE_GPU && rq.ordinal == 0);
+    CHECK(device_flag("--gpu=3", &rq, &m, &e) == 0 && m == 1 && rq.ordinal == 3);
+    CHECK(device_flag("--gpux", &rq, &m, &e) == 0 && m == 0);
+    CHECK(device_flag("--temp", &rq, &m, &e) == 0 && m == 0);
+    const char *bad[] = {"--gpu=abc", "--gpu=", "--gpu=-1", "--gpu=1x", "--gpu=+2", "--gpu=99999"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        rq = (device_request){0};
+        e = (terr){0};
+        CHECKF(device_flag(bad[i], &rq, &m, &e) == TOME_EFLAGS && m == 1 && strstr(e.msg, "--gpu"), "%s: %s", bad[i],
+               e.msg);
+    }
+    rq = (device_request){0};
+    CHECK(device_flag("--cpu", &rq, &m, &e) == 0);
+    CHECK(device_flag("--gpu", &rq, &m, &e) == TOME_EFLAGS && strstr(e.msg, "exclude"));
+}
+
+TEST(device_decide_rules) {
+    device_choice c;
+    terr e = {0};
+    /* forced CPU: the CPU, no notice, whatever is present */
+    device_request cpu = {DEVICE_CPU, 0};
+    CHECK(device_decide(&cpu, 2, NULL, &c, &e) == 0 && c.gpu == 0 && c.reason[0] == 0 && c.dev == NULL);
+    /* GPU requested, none present: TOME_ERESOURCE carrying the driver's reason */
+    device_request gpu = {DEVICE_GPU, 0};
+    CHECK(device_decide(&gpu, 0, "no CUDA driver: cannot load libcuda.so.1", &c, &e) == TOME_ERESOURCE);
+    CHECKF(strstr(e.msg, "cannot load libcuda.so.1") != NULL, "%s", e.msg);
+    /* GPU N beyond the count */
+    device_request gpu3 = {DEVICE_GPU, 3};
+    e = (terr){0};
+    CHECK(device_decide(&gpu3, 2, NULL, &c, &e) == TOME_ERESOURCE && strstr(e.msg, "no such GPU"));
+    CHECK(device_decide(&gpu3, 4, NULL, &c, &e) == 0 && c.gpu == 1 && c.ordinal == 3);
+    /* default: the GPU when present, else the CPU with the reason as the notice */
+    device_request def = {0};
+    CHECK(device_decide(&def, 1, NULL, &c, &e) == 0 && c.gpu == 1 && c.ordinal == 0 && c.reason[0] == 0);
+    CHECK(device_decide(&def, 0, "the CUDA driver reports no GPU", &c, &e) == 0 && c.gpu == 0);
+    CHECKF(strstr(c.reason, "no GPU") && strstr(c.reason, "the CUDA driver reports no GPU"), "%s", c.reason);
+    CHECK(device_decide(&def, 0, NULL, &c, &e) == 0 && c.gpu == 0 && c.reason[0] != 0);
+}
+
+/* The real driver on a machine without a GPU (every CI machine). */
+TEST(device_choose_without_gpu) {
+    char why[256] = "";
+    int n = cuda_device_count(why, sizeof why);
+    if (n > 0) SKIP("a GPU is present (%d); this test is for machines without one", n);
+    device_choice c;
+    terr e = {0};
+    device_request gpu = {DEVICE_GPU, 0}, def = {0}, cpu = {DEVICE_CPU, 0};
+    CHECK(device_choose(&gpu, &c, &e) == TOME_ERESOURCE && e.msg[0] && c.dev == NULL);
+    CHECKF(strstr(e.msg, why) != NULL, "'%s' lacks the driver's reason '%s'", e.msg, why);
+    CHECK(device_choose(&def, &c, &e) == 0 && c.gpu == 0 && c.dev == NULL && strstr(c.reason, why));
+    CHECK(device_choose(&cpu, &c, &e) == 0 && c.gpu == 0 && c.reason[0] == 0);
+    device_release(&c);
+}
+
+/* The GPU backend refuses quantised KV before it touches a device (issue #9). */
+TEST(device_gpu_backend_refuses_quantised_kv) {
+    tome_hparams hp = {0};
+    hp.n_layer = 1;
+    hp.n_head = hp.n_head_kv = 1;
+    hp.head_dim = hp.head_dim_v = 8;
+    rope_table rt = {0};
+    for (int kt = KV_Q8; kt <= KV_Q4; kt++) {
+        backend_config cfg = {&hp, &rt, 16, 4, 1, 0, NULL, kt, 0, 0, 0};
+        tome_backend *be = (tome_backend *)1;
+        terr e = {0};
+        CHECK(cuda_backend_new(&be, &cfg, NULL, NULL, 0, NULL, NULL, &e) == TOME_EFLAGS);
+        CHECK(be == NULL);
+        CHECKF(strstr(e.msg, "f16") && strstr(e.msg, "#9"), "%s", e.msg);
+    }
+}
+
+/* ---- GPU vs CPU, end to end (tests/gpu.sh; skip without a GPU) ------------------------------ */
+
+#define GPU_DEV_OR_SKIP(dev)                                                              \
+    cuda_dev *dev = NULL;                                                                 \
+    do {                                                                                  \
+        char why_[256] = "";                                                              \
+        if (cuda_device_count(why_, sizeof why_) == 0) SKIP("no GPU: %s", why_);         \
+        terr e_ = {0};                                                                    \
+        REQUIREF(cuda_open(&dev, 0, &e_) == 0, "%s", e_.msg);                            \
+    } while (0)
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+/* max |g - c| over n values, and max |c|. */
+static void diff(const float *c, const float *g, int64_t n, double *err, double *scale) {
+    *err = 0;
+    *scale = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)g[i] - (double)c[i]);
+        if (!(d <= *err)) *err = d; /* NaN propagates as a failure */
+        if (fabs(c[i]) > *scale) *scale = fabs(c[i]);
+    }
+}
+
+/* Runs path on the CPU (exact, f16 KV) and on dev with the same settings; n_prompt seeded
+ * random ids, then n_gen teacher-forced greedy steps. tol: allowed |diff| / max(1, max|logit|). */
+static void gpu_vs_cpu(tctx *T, cuda_dev *dev, const char *path, const engine_lc *extra, int n_ctx, int n_batch,
+                       int n_prompt, int n_gen, double tol) {
+    terr e = {0};
+    engine *cpu = NULL, *gpu = NULL;
+    engine_params ep = {.n_ctx = n_ctx, .n_batch = n_batch, .n_threads = 0, .exact = 1};
+    engine_lc lc = extra ? *extra : (engine_lc){0};
+    lc.kv = "f16";
+    tome_model *m = NULL;
+    if (model_load(&m, path, &e)) { tt_fail(T, __FILE__, __LINE__, "%s", e.msg); return; }
+    if (engine_from_model_lc(&cpu, m, &ep, &lc, &e)) { tt_fail(T, __FILE__, __LINE__, "cpu: %s", e.msg); return; }
+    lc.gpu = dev;
+    if (model_load(&m, path, &e) || engine_from_model_lc(&gpu, m, &ep, &lc, &e)) {
+        tt_fail(T, __FILE__, __LINE__, "gpu: %s", e.msg);
+        engine_close(cpu);
+        return;
+    }
+    const int V = cpu->m->hp.n_vocab;
+    int32_t *ids = malloc((size_t)n_prompt * sizeof *ids);
+    float *lc_ = malloc((size_t)n_prompt * V * sizeof(float)), *lg = malloc((size_t)n_prompt * V * sizeof(float));
+    uint64_t x = 0x9e3779b97f4a7c15ull ^ (uint64_t)n_prompt;
+    for (int i = 0; i < n_prompt; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        ids[i] = (int32_t)(1 + x % (uint64_t)(V - 1));
+    }
+    int rc1 = engine_eval(cpu, ids, n_prompt, lc_, &e);
+    CHECKF(rc1 == 0, "cpu eval: %s", e.msg);
+    int rc2 = rc1 ? 1 : engine_eval(gpu, ids, n_prompt, lg, &e);
+    CHECKF(rc2 == 0, "gpu eval: %s", e.msg);
+    double worst = 0;
+    for (int p = 0; !rc1 && !rc2 && p < n_prompt; p++) {
+        double err, scale;
+        diff(lc_ + (size_t)p * V, lg + (size_t)p * V, V, &err, &scale);
+        const double lim = tol * (scale > 1 ? scale : 1);
+        if (err / lim > worst) worst = err / lim;
+        CHECKF(err <= lim, "%s: prompt position %d: max |gpu - cpu| logit %.4g > %.4g (max |logit| %.3g)", path, p, err,
+               lim, scale);
+        if (err > lim) break;
+    }
+    int agree = 0;
+    for (int s = 0; !rc1 && !rc2 && s < n_gen; s++) {
+        double err, scale;
+        diff(cpu->logits, gpu->logits, V, &err, &scale);
+        const double lim = tol * (scale > 1 ? scale : 1);
+        const int a = argmax(cpu->logits, V), b = argmax(gpu->logits, V);
+        agree += a == b;
+        CHECKF(err <= lim, "%s: decode step %d: max |gpu - cpu| logit %.4g > %.4g", path, s, err, lim);
+        CHECKF(a == b || cpu->logits[b] >= cpu->logits[a] - 2 * lim,
+               "%s: decode step %d: greedy token gpu %d vs cpu %d (cpu logits %.5g vs %.5g)", path, s, b, a,
+               cpu->logits[b], cpu->logits[a]);
+        if (err > lim) break;
+        int32_t id = a;
+        if (engine_eval(cpu, &id, 1, NULL, &e) || engine_eval(gpu, &id, 1, NULL, &e)) {
+            tt_fail(T, __FILE__, __LINE__, "decode step %d: %s", s, e.msg);
+            break;
+        }
+    }
+    printf("  %s: %d prompt + %d greedy positions, worst |diff| / tolerance %.3f, greedy tokens agree %d/%d\n", path,
+           n_prompt, n_gen, worst, agree, n_gen);
+    free(ids);
+    free(lc_);
+    free(lg);
+    engine_close(cpu);
+    engine_close(gpu);
+}
+
+/* Makes a model with build/mkgguf into the test's tmpdir; returns its path (static) or NULL. */
+static const char *mk(const char *name, const char *flags) {
+    static char path[512];
+    char cmd[1024];
+    snprintf(path, sizeof path, "%s/%s.gguf", ttmpdir(), name);
+    snprintf(cmd, sizeof cmd, "build/mkgguf -o '%s' -t 1 %s >/dev/null 2>&1", path, flags);
+    return system(cmd) == 0 ? path : NULL;
+}
+
+TEST(gpu_e2e_stories260K) {
+    GPU_DEV_OR_SKIP(dev);
+    DATA_OR_SKIP(bin, "models/stories260K.bin");
+    DATA_OR_SKIP(tok, "models/tok512.bin");
+    if (access("build/llama2c2gguf", X_OK)) { cuda_close(dev); free(bin); free(tok); SKIP("build/llama2c2gguf not built"); }
+    char out[512], cmd[2048];
+    snprintf(out, sizeof out, "%s/stories260K.gguf", ttmpdir());
+    snprintf(cmd, sizeof cmd, "build/llama2c2gguf '%s' '%s' '%s' >/dev/null 2>&1", bin, tok, out);
+    CHECKF(system(cmd) == 0, "%s failed", cmd);
+    gpu_vs_cpu(T, dev, out, NULL, 256, 16, 40, 24, 2e-3);
+    cuda_close(dev);
+    free(bin);
+    free(tok);
+}
+
+static void llamacpp(tctx *T, const char *rel) {
+    GPU_DEV_OR_SKIP(dev);
+    char *p = tdata_path(rel);
+    if (!p) { cuda_close(dev); SKIP("test data %s not found under TOME_DATA", rel); }
+    gpu_vs_cpu(T, dev, p, NULL, 256, 32, 48, 16, 5e-3);
+    /* decode-only path (n_batch 1: every forward is the GEMV) */
+    gpu_vs_cpu(T, dev, p, NULL, 64, 1, 8, 8, 5e-3);
+    cuda_close(dev);
+    free(p);
+}
+
+TEST(gpu_e2e_llamacpp_q8_0) { llamacpp(T, "models/llamacpp/tiny-gqa768-Q8_0.gguf"); }
+TEST(gpu_e2e_llamacpp_q4_k_m) { llamacpp(T, "models/llamacpp/tiny-gqa768-Q4_K_M.gguf"); }
+TEST(gpu_e2e_llamacpp_q6_k) { llamacpp(T, "models/llamacpp/tiny-gqa768-Q6_K.gguf"); }
+
+/* Synthetic models: every architecture and every weight type the GPU matmul takes. */
+static const char *const k_cases[][2] = {
+    {"llama-q8", "--arch llama --type q8_0 --n-embd 128 --n-head 4 --n-head-kv 2 --vocab 512 --seed 11"},
+    {"llama-f16", "--arch llama --type f16 --n-embd 128 --n-head 4 --n-head-kv 2 --vocab 512 --seed 12"},
+    {"llama-f32", "--arch llama --type f32 --n-embd 128 --n-head 4 --vocab 512 --seed 13"},
+    {"llama-bf16", "--arch llama --type bf16 --n-embd 128 --n-head 4 --vocab 512 --seed 14"},
+    {"llama-q4_0", "--arch llama --type q4_0 --n-embd 256 --n-head 4 --n-head-kv 1 --vocab 512 --seed 15"},
+    {"llama-q4km", "--arch llama --preset q4_k_m --n-embd 256 --n-head 4 --n-head-kv 2 --vocab 512 --seed 16"},
+    {"llama-q5k", "--arch llama --type q5_k --n-embd 256 --n-head 4 --vocab 512 --seed 17"},
+    {"llama-q6k-tied", "--arch llama --type q6_k --n-embd 256 --n-head 4 --vocab 512 --tied --seed 18"},
+    {"llama3-rope", "--arch llama --type q8_0 --n-embd 128 --n-head 4 --vocab 512 --rope-scaling llama3 --seed 19"},
+    {"qwen2", "--arch qwen2 --type q8_0 --n-embd 128 --n-head 4 --n-head-kv 2 --vocab 512 --seed 21"},
+    {"qwen3", "--arch qwen3 --type q8_0 --n-embd 128 --n-head 4 --n-head-kv 2 --head-dim 64 --vocab 512 --seed 22"},
+    {"phi3", "--arch phi3 --type q8_0 --n-embd 128 --n-head 4 --vocab 512 --seed 23"},
+    {"mistral-window", "--arch llama --type q8_0 --n-embd 128 --n-head 4 --n-head-kv 2 --vocab 512 "
+                       "--sliding-window 16 --seed 24"},
+};
+
+TEST(gpu_e2e_archs) {
+    GPU_DEV_OR_SKIP(dev);
+    if (access("build/mkgguf", X_OK)) { cuda_close(dev); SKIP("build/mkgguf not built"); }
+    for (size_t i = 0; i < sizeof k_cases / sizeof *k_cases; i++) {
+        const char *p = mk(k_cases[i][0], k_cases[i][1]);
+        CHECKF(p != NULL, "mkgguf %s failed", k_cases[i][1]);
+        if (p) gpu_vs_cpu(T, dev, p, NULL, 128, 8, 37, 12, 2e-3);
+    }
+    cuda_close(dev);
+}
+
+/* Streaming (sinks + window) past n_ctx: page eviction and holes in the device block table. */
+TEST(gpu_e2e_streaming) {
+    GPU_DEV_OR_SKIP(dev);
+    if (access("build/mkgguf", X_OK)) { cuda_close(dev); SKIP("build/mkgguf not built"); }
+    const char *p = mk("stream", "--arch llama --type q8_0 --n-embd 128 --n-head 4 --n-head-kv 2 --vocab 512 --seed 31");
+    REQUIRE(p != NULL);
+    engine_lc lc = {.window = 24, .sinks = 4, .page_tokens = 16};
+    gpu_vs_cpu(T, dev, p, &lc, 64, 8, 100, 40, 2e-3);
+    cuda_close(dev);
+}
+
+/* The comparison itself, CPU against CPU (dev NULL): runs everywhere, so the harness, the
+ * mkgguf cases and the settings gpu.sh uses are known good before a GPU machine sees them;
+ * two CPU engines must agree exactly. */
+TEST(device_e2e_harness_cpu_vs_cpu) {
+    if (access("build/mkgguf", X_OK)) SKIP("build/mkgguf not built");
+    for (size_t i = 0; i < sizeof k_cases / sizeof *k_cases; i += 4) {
+        const char *p = mk(k_cases[i][0], k_cases[i][1]);
+        REQUIREF(p != NULL, "mkgguf %s failed", k_cases[i][1]);
+        gpu_vs_cpu(T, NULL, p, NULL, 128, 8, 37, 12, 1e-9);
+    }
+    const char *p = mk("stream", "--arch llama --type q8_0 --n-embd 128 --n-head 4 --n-head-kv 2 --vocab 512 --seed 31");
+    REQUIRE(p != NULL);
+    engine_lc lc = {.window = 24, .sinks = 4, .page_tokens = 16};
+    gpu_vs_cpu(T, NULL, p, &lc, 64, 8, 100, 40, 1e-9);
+}
+
+/* Tensor types the GPU kernels lack: --gpu refuses (exit 3), the default falls back to the
+ * CPU with the reason; a model of supported types passes. (No device needed.) */
+TEST(device_gpu_weight_types) {
+    if (access("build/mkgguf", X_OK)) SKIP("build/mkgguf not built");
+    const char *p = mk("q41", "--arch llama --type q4_1 --n-embd 64 --n-head 4 --vocab 300 --seed 41");
+    REQUIRE(p != NULL);
+    gguf *g = NULL;
+    terr e = {0};
+    REQUIREF(gguf_open(&g, p, &e) == 0, "%s", e.msg);
+    CHECK(cuda_check_weights(g, &e) == TOME_EUNSUPPORTED);
+    CHECKF(strstr(e.msg, "Q4_1") && strstr(e.msg, ".weight'") && strstr(e.msg, "--cpu"), "%s", e.msg);
+    device_request gpu = {DEVICE_GPU, 0}, def = {0};
+    device_choice c = {.gpu = 1};
+    e = (terr){0};
+    CHECK(device_fit_model(&gpu, &c, g, &e) == TOME_EUNSUPPORTED && strstr(e.msg, "Q4_1"));
+    c = (device_choice){.gpu = 1};
+    CHECK(device_fit_model(&def, &c, g, &e) == 0 && c.gpu == 0 && c.dev == NULL);
+    CHECKF(strstr(c.reason, "cannot run this") && strstr(c.reason, "Q4_1"), "%s", c.reason);
+    gguf_close(g);
+    p = mk("q8", "--arch llama --type q8_0 --n-embd 64 --n-head 4 --vocab 300 --seed 42");
+    REQUIRE(p != NULL);
+    REQUIREF(gguf_open(&g, p, &e) == 0, "%s", e.msg);
+    CHECKF(cuda_check_weights(g, &e) == 0, "%s", e.msg);
+    c = (device_choice){.gpu = 1};
+    CHECK(device_fit_model(&gpu, &c, g, &e) == 0 && c.gpu == 1);
+    gguf_close(g);
+}
