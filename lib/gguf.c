@@ -257,6 +257,18 @@ static void free_value(gguf_value *v) {
     v->v.raw = NULL;
 }
 
+/* The address alignment tome's readers need for a tensor of type t: the element size of the
+ * plain types, 4 for Q8_K (a float scale), 2 for the other blocks (an f16 scale), 1 for bytes.
+ * general.alignment may be as small as 1, so this is checked per tensor. */
+static uint64_t type_align(uint32_t t) {
+    switch (t) {
+    case GGML_TYPE_I8: case GGML_TYPE_MXFP4: return 1;
+    case GGML_TYPE_F32: case GGML_TYPE_I32: case GGML_TYPE_Q8_K: return 4;
+    case GGML_TYPE_F64: case GGML_TYPE_I64: return 8;
+    default: return 2;
+    }
+}
+
 static int cmp_tensor_offset(const void *a, const void *b) {
     const gguf_tensor *x = *(const gguf_tensor *const *)a, *y = *(const gguf_tensor *const *)b;
     return x->offset < y->offset ? -1 : x->offset > y->offset;
@@ -420,6 +432,11 @@ static int parse(gguf *g, terr *e) {
         } else if (i + 1 < g->n_tensors && t->offset + t->nbytes > order[i + 1]->offset) {
             snprintf(msg, sizeof msg, "tensor '%.100s' data overlaps tensor '%.100s'", t->name, order[i + 1]->name);
             rc = fail(&c, info_at, msg);
+        } else if ((uintptr_t)(g->base + g->data_offset + t->offset) % type_align(t->type)) {
+            snprintf(msg, sizeof msg, "tensor '%.100s' data at file offset %llu is not aligned to %llu bytes "
+                     "(general.alignment %llu)", t->name, (unsigned long long)(g->data_offset + t->offset),
+                     (unsigned long long)type_align(t->type), (unsigned long long)g->alignment);
+            rc = fail(&c, info_at, msg);
         }
     }
     free(order);
@@ -441,9 +458,14 @@ static int open_common(gguf **out, gguf *g, terr *e) {
 }
 
 int gguf_open_memory(gguf **out, const void *buf, uint64_t size, const char *name, terr *e) {
+    *out = NULL;
     gguf *g = calloc(1, sizeof *g);
     if (!g) return terr_set(e, TOME_ERESOURCE, "%s: out of memory", name);
     g->path = strdup(name);
+    if (!g->path) {
+        free(g);
+        return terr_set(e, TOME_ERESOURCE, "%s: out of memory", name);
+    }
     g->base = buf;
     g->size = size;
     return open_common(out, g, e);
@@ -471,6 +493,11 @@ int gguf_open(gguf **out, const char *path, terr *e) {
         return terr_set(e, TOME_ERESOURCE, "%s: out of memory", path);
     }
     g->path = strdup(path);
+    if (!g->path) {
+        munmap(p, (size_t)st.st_size);
+        free(g);
+        return terr_set(e, TOME_ERESOURCE, "%s: out of memory", path);
+    }
     g->base = p;
     g->size = (uint64_t)st.st_size;
     g->mapped = 1;

@@ -83,7 +83,7 @@ typedef struct gguf_tensor {
     uint64_t offset;    /* from the start of the data section */
     uint64_t nbytes;
     int64_t nelem;
-    const void *data;   /* into the mapping */
+    const void *data;   /* into the mapping; aligned for its type (4 for F32, 2 for blocks) */
     uint64_t info_offset; /* byte offset of this tensor's entry in the file (for messages) */
 } gguf_tensor;
 

@@ -219,7 +219,7 @@ int kv_seq_fork(kv_cache *c, int src, int64_t n_tokens, int *dst, terr *e) {
     for (int64_t i = 0; i < np; i++) {
         int32_t p = c->seqs[src].pages[i];
         arrput(d->pages, p);
-        c->refcount[p]++;
+        if (p >= 0) c->refcount[p]++; /* a hole stays a hole */
     }
     d->len = n_tokens;
     d->live = 1;
@@ -269,7 +269,8 @@ int kv_seq_append(kv_cache *c, int seq, int64_t n, terr *e) {
     if (n == 0) return 0;
     const int64_t P = c->cfg.page_tokens;
     int64_t have = arrlen(s->pages), need = (s->len + n + P - 1) / P;
-    int cow = s->len % P != 0 && c->refcount[s->pages[have - 1]] > 1;
+    /* A shared partial last page is copied first; a dropped one (a hole) gets a fresh page. */
+    int cow = s->len % P != 0 && (s->pages[have - 1] < 0 || c->refcount[s->pages[have - 1]] > 1);
     int64_t want = need - have + cow;
     if (want > c->n_free)
         return terr_set(e, TOME_ERESOURCE,
@@ -279,8 +280,10 @@ int kv_seq_append(kv_cache *c, int seq, int64_t n, terr *e) {
                         (long long)c->cfg.n_pages);
     if (cow) {
         int32_t old = s->pages[have - 1], p = c->free_ids[--c->n_free];
-        copy_page(c, p, old);
-        c->refcount[old]--; /* was > 1: never reaches 0 here */
+        if (old >= 0) {
+            copy_page(c, p, old);
+            c->refcount[old]--; /* was > 1: never reaches 0 here */
+        }
         c->refcount[p] = 1;
         s->pages[have - 1] = p;
     }
@@ -404,7 +407,7 @@ int kv_store(kv_cache *c, int seq, int layer, int64_t pos0, int64_t n, const flo
     for (int64_t j = 0; j < n; j++) {
         int64_t pos = pos0 + j;
         int32_t page = s->pages[pos / P];
-        if (c->refcount[page] != 1) return TOME_EINPUT; /* shared: would change a sibling */
+        if (page < 0 || c->refcount[page] != 1) return TOME_EINPUT; /* hole, or shared: would change a sibling */
         int t = (int)(pos % P);
         uint8_t *kp = c->k[layer] + (size_t)page * c->page_bytes_k;
         uint8_t *vp = c->v[layer] + (size_t)page * c->page_bytes_v;
@@ -427,6 +430,7 @@ int kv_load_row(const kv_cache *c, int seq, int layer, int64_t pos, int kv_head,
     const int P = c->cfg.page_tokens;
     const kv_dtype dt = c->cfg.dtype;
     int32_t page = s->pages[pos / P];
+    if (page < 0) return TOME_EINPUT; /* a dropped page */
     int t = (int)(pos % P);
     if (k) {
         rowref r = row_at(c->k[layer] + (size_t)page * c->page_bytes_k, c->row_bytes_k,

@@ -128,7 +128,8 @@ int kv_seq_truncate(kv_cache *c, int seq, int64_t n, terr *e);
 /* Streaming attention (sinks + window): releases the page in block-table slot `slot` and
  * leaves a hole (id -1) there; the sequence keeps its length and positions. Nothing may read
  * the positions of a hole again (attention windows must exclude them); kv_seq_free and
- * kv_seq_truncate skip holes. Returns 1 if a page was released, 0 if the slot was already a
+ * kv_seq_truncate skip holes, kv_seq_fork copies them as holes, and kv_seq_append gives a
+ * dropped partial last page a fresh (uninitialised) page. Returns 1 if a page was released, 0 if the slot was already a
  * hole or out of range. */
 int kv_seq_drop_page(kv_cache *c, int seq, int64_t slot);
 int64_t kv_seq_len(const kv_cache *c, int seq);

@@ -7,10 +7,12 @@
  * ByteLevel(use_regex) possibly inside a Sequence; normalizer null or NFC (or a Sequence of
  * NFC). Anything else is refused with TOME_EUNSUPPORTED rather than tokenized wrongly.
  */
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tok_impl.h"
 
@@ -65,12 +67,15 @@ static int normalizer(json_t *n, int *nfc, const char *path, terr *e) {
     return terr_set(e, TOME_EUNSUPPORTED, "%s: normalizer '%s' is not supported (NFC only)", path, type ? type : "?");
 }
 
-static json_t *load_json(const char *path, int optional, terr *e) {
+/* Parses path into *out. An optional file may be absent (*out stays NULL); one that exists
+ * must parse, or its settings would be silently lost. */
+static int load_json(const char *path, int optional, json_t **out, terr *e) {
     json_error_t je;
-    json_t *j = json_load_file(path, 0, &je);
-    if (!j && !optional)
-        terr_set(e, TOME_EINPUT, "%s: line %d: %s", path, je.line, je.text);
-    return j;
+    *out = NULL;
+    if (optional && access(path, F_OK) != 0 && errno == ENOENT) return 0;
+    *out = json_load_file(path, 0, &je);
+    if (!*out) return terr_set(e, TOME_EINPUT, "%s: line %d: %s", path, je.line, je.text);
+    return 0;
 }
 
 int tok_load_hf(tokenizer **out, const char *dir, terr *e) {
@@ -78,11 +83,14 @@ int tok_load_hf(tokenizer **out, const char *dir, terr *e) {
     char path[4096], cpath[4096];
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     snprintf(cpath, sizeof cpath, "%s/tokenizer_config.json", dir);
-    json_t *j = load_json(path, 0, e);
-    if (!j) return e && e->code ? e->code : TOME_EINPUT;
-    json_t *cfg = load_json(cpath, 1, e);
+    json_t *j, *cfg;
+    int rc = load_json(path, 0, &j, e);
+    if (rc) return rc;
+    if ((rc = load_json(cpath, 1, &cfg, e))) {
+        json_decref(j);
+        return rc;
+    }
     tokenizer *t = NULL;
-    int rc = 0;
 
     json_t *model = json_object_get(j, "model");
     const char *mtype = json_string_value(json_object_get(model, "type"));
@@ -139,6 +147,14 @@ int tok_load_hf(tokenizer **out, const char *dir, terr *e) {
             goto done;
         }
         if (id > max_id) max_id = id;
+    }
+    /* ids must be (nearly) dense: a few bytes of JSON must not make tome allocate a table of a
+     * billion entries */
+    size_t n_entries = json_object_size(vocab) + json_array_size(added);
+    if ((size_t)max_id + 1 > 2 * n_entries + 1024) {
+        rc = terr_set(e, TOME_EINPUT, "%s: token ids are sparse (largest id %lld for %zu tokens)", path,
+                      (long long)max_id, n_entries);
+        goto done;
     }
     t = tok_alloc(TOK_BPE, dir);
     if (!t) { rc = terr_set(e, TOME_ERESOURCE, "%s: out of memory", path); goto done; }

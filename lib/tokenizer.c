@@ -56,15 +56,23 @@ static uint64_t mix64(uint64_t x) {
     return x;
 }
 
+/* The growth step of the push-only arrays below: p reallocated to twice *cap elements (first
+ * when empty), *cap updated. NULL when out of memory (p and *cap are then unchanged). */
+static void *grow_double(void *p, size_t *cap, size_t elsz, size_t first) {
+    size_t c = *cap ? *cap * 2 : first;
+    if (c > SIZE_MAX / elsz) return NULL;
+    void *np = realloc(p, c * elsz);
+    if (np) *cap = c;
+    return np;
+}
+
 typedef struct ivec { int32_t *v; size_t n, cap; } ivec;
 
 static int ivec_push(ivec *a, int32_t x) {
     if (a->n == a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 256;
-        int32_t *v = realloc(a->v, cap * sizeof *v);
+        int32_t *v = grow_double(a->v, &a->cap, sizeof *v, 256);
         if (!v) return -1;
         a->v = v;
-        a->cap = cap;
     }
     a->v[a->n++] = x;
     return 0;
@@ -409,9 +417,12 @@ void tok_free(tokenizer *t) {
 
 /* ---- GGUF loader --------------------------------------------------------------------- */
 
+/* The id under key, else def; -1 when that is not a token of the vocabulary (a small
+ * vocabulary may not reach llama.cpp's default ids). */
 static int gguf_id(const gguf *g, const char *key, int n_vocab, int32_t def) {
     int64_t v = gguf_get_int(g, key, -1);
-    return v >= 0 && v < n_vocab ? (int32_t)v : def;
+    if (v >= 0 && v < n_vocab) return (int32_t)v;
+    return def < n_vocab ? def : -1;
 }
 
 int tok_load_gguf(tokenizer **out, const gguf *g, terr *e) {
@@ -569,11 +580,9 @@ typedef struct heap { cand *v; size_t n, cap; } heap;
 
 static int heap_push(heap *h, cand c) {
     if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 64;
-        cand *v = realloc(h->v, cap * sizeof *v);
+        cand *v = grow_double(h->v, &h->cap, sizeof *v, 64);
         if (!v) return -1;
         h->v = v;
-        h->cap = cap;
     }
     size_t i = h->n++;
     while (i > 0) {
@@ -902,11 +911,9 @@ typedef struct fvec { frag *v; size_t n, cap; } fvec;
 
 static int fvec_push(fvec *a, frag f) {
     if (a->n == a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 16;
-        frag *v = realloc(a->v, cap * sizeof *v);
+        frag *v = grow_double(a->v, &a->cap, sizeof *v, 16);
         if (!v) return -1;
         a->v = v;
-        a->cap = cap;
     }
     a->v[a->n++] = f;
     return 0;

@@ -35,8 +35,8 @@ int tok_load_gguf(tokenizer **out, const gguf *g, terr *e);
 
 /* Builds a tokenizer from a Hugging Face directory: DIR/tokenizer.json (BPE model, vocab,
  * merges as "a b" strings or [a, b] pairs, added_tokens, Split pre-tokenizer regex, NFC
- * normalizer) and DIR/tokenizer_config.json (bos/eos, add_bos_token, chat_template).
- * Errors as tok_load_gguf. */
+ * normalizer) and DIR/tokenizer_config.json (bos/eos, add_bos_token, chat_template; may be
+ * absent, but one that exists must parse). Errors as tok_load_gguf. */
 int tok_load_hf(tokenizer **out, const char *dir, terr *e);
 
 /* Frees everything; NULL is fine. */

@@ -922,3 +922,39 @@ TEST(info_survives_bad_utf8_and_control_bytes) {
     free(txt);
     gguf_close(g);
 }
+
+/* Regression: with general.alignment 1 a tensor could start at any byte, and the CPU code reads
+ * F32 tensors through float pointers (misaligned access, undefined behaviour). The reader must
+ * reject data that is not aligned to its element type. With a 1- or 2-byte I8 tensor first, the
+ * F32 tensor after it cannot be 4-aligned in both files, so at least one must be refused. */
+TEST(gguf_misaligned_tensor_data_rejected) {
+    int rejected = 0;
+    for (int n = 1; n <= 2; n++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/misaligned%d.gguf", ttmpdir(), n);
+        gguf_writer *w = gguf_w_new();
+        REQUIRE(w);
+        gguf_w_set_alignment(w, 1);
+        int8_t i8[2] = {1, 2};
+        float f[4] = {1.0f, 2.0f, 3.0f, 4.0f};
+        int64_t ne_a[1] = {n}, ne_b[1] = {4};
+        gguf_w_tensor(w, "a", GGML_TYPE_I8, 1, ne_a, i8);
+        gguf_w_tensor(w, "b", GGML_TYPE_F32, 1, ne_b, f);
+        terr e = {0};
+        REQUIREF(gguf_w_save(w, path, &e) == 0, "%s", e.msg);
+        gguf_w_free(w);
+        gguf *g = NULL;
+        int rc = gguf_open(&g, path, &e);
+        if (rc == 0) {
+            const gguf_tensor *t = gguf_find_tensor(g, "b");
+            REQUIRE(t);
+            CHECKF((uintptr_t)t->data % 4 == 0, "F32 tensor at misaligned address %p accepted", t->data);
+            gguf_close(g);
+        } else {
+            rejected++;
+            CHECKF(rc == TOME_EINPUT && strstr(e.msg, path) && strstr(e.msg, "'b'") && strstr(e.msg, "aligned"),
+                   "rc %d: %s", rc, e.msg);
+        }
+    }
+    CHECK(rejected >= 1);
+}

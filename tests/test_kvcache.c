@@ -681,3 +681,63 @@ TEST(kv_drop_page_holes) {
     for (int p = 0; p < 6; p++) CHECK(c.refcount[p] == 0);
     kv_close(&c);
 }
+
+/* Regression: forking a sequence with holes incremented refcount[-1] (a write before the
+ * array), and appending to a sequence whose partially filled last page was dropped left the
+ * new tokens' page a hole (and read refcount[-1]). A fork now keeps the holes as holes, and
+ * an append gives a dropped partial last page a fresh page. */
+TEST(kv_holes_fork_and_append) {
+    kv_config cfg = {.n_layer = 1, .n_kv_head = 1, .head_dim = 8, .page_tokens = 4,
+                     .dtype = KV_F16, .n_pages = 6};
+    kv_cache c = {0};
+    terr e = {0};
+    REQUIRE(kv_open(&c, &cfg, &e) == 0);
+    int seq = -1, other = -1;
+    REQUIRE(kv_seq_new(&c, &seq, &e) == 0);
+    REQUIRE(kv_seq_append(&c, seq, 10, &e) == 0); /* pages in slots 0, 1, 2 (partial) */
+    CHECK(kv_seq_drop_page(&c, seq, 0) == 1);
+    CHECK(c.n_free == 4);
+    REQUIRE(kv_seq_fork(&c, seq, -1, &other, &e) == 0);
+    int64_t np = 0;
+    const int32_t *pages = kv_seq_pages(&c, other, &np);
+    REQUIRE(np == 3);
+    CHECK(pages[0] == -1 && pages[1] >= 0 && pages[2] >= 0);
+    kv_seq_free(&c, other);
+    CHECK(c.n_free == 4);
+    CHECK(kv_seq_drop_page(&c, seq, 2) == 1);     /* the partial last page */
+    CHECK(c.n_free == 5);
+    REQUIRE(kv_seq_append(&c, seq, 1, &e) == 0); /* token 10 lives in slot 2 */
+    pages = kv_seq_pages(&c, seq, &np);
+    REQUIRE(np == 3);
+    CHECK(pages[0] == -1 && pages[1] >= 0 && pages[2] >= 0 && pages[2] != pages[1]);
+    CHECK(c.n_free == 4);
+    CHECK(kv_seq_len(&c, seq) == 11);
+    kv_seq_free(&c, seq);
+    CHECK(c.n_free == 6);
+    for (int p = 0; p < 6; p++) CHECK(c.refcount[p] == 0);
+    kv_close(&c);
+}
+
+/* Regression: kv_store and kv_load_row on a position whose page was dropped indexed page -1
+ * (refcount[-1], and storage before the pool); they now refuse it like any bad position. */
+TEST(kv_hole_rows_refused) {
+    kv_config cfg = {.n_layer = 1, .n_kv_head = 1, .head_dim = 8, .page_tokens = 4,
+                     .dtype = KV_Q8, .n_pages = 4};
+    kv_cache c = {0};
+    terr e = {0};
+    REQUIRE(kv_open(&c, &cfg, &e) == 0);
+    int seq = -1;
+    REQUIRE(kv_seq_new(&c, &seq, &e) == 0);
+    REQUIRE(kv_seq_append(&c, seq, 8, &e) == 0);
+    float k[8], v[8];
+    for (int i = 0; i < 8; i++) k[i] = 0.25f * (float)(i + 1), v[i] = -k[i];
+    CHECK(kv_store(&c, seq, 0, 5, 1, k, v) == 0);
+    CHECK(kv_seq_drop_page(&c, seq, 0) == 1);
+    CHECK(kv_store(&c, seq, 0, 1, 1, k, v) == TOME_EINPUT);
+    CHECK(kv_load_row(&c, seq, 0, 2, 0, k, v) == TOME_EINPUT);
+    float k2[8], v2[8];
+    CHECK(kv_load_row(&c, seq, 0, 5, 0, k2, v2) == 0); /* the live page still reads */
+    CHECK_NEAR(k2[7], 2.0f, 0.01f);
+    CHECK_NEAR(v2[0], -0.25f, 0.01f);
+    kv_close(&c);
+}

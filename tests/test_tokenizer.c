@@ -4,10 +4,12 @@
  * Reference ids: $TOME_DATA/vocab/ggml-vocab-NAME.gguf.out (llama.cpp's test-tokenizer-0 expectations) and
  * $TOME_DATA/tokenizers/{llama3_1,qwen3}/cases.out (HF tokenizers); see the READMEs there.
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "test.h"
 #include "tok_impl.h" /* internals, for the SPM word-split check */
@@ -485,5 +487,93 @@ TEST(tok_spm_split_equivalence) {
     free(a);
     free(b);
     free(s);
+    tok_free(tk);
+}
+
+/* Writes a GGUF holding only a vocabulary (model "llama" or "gpt2", no BOS/EOS ids) and loads it. */
+static tokenizer *tiny_gguf_tok(tctx *T, const char *model, const char *const *toks, uint64_t n) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/tiny-%s.gguf", ttmpdir(), model);
+    gguf_writer *w = gguf_w_new();
+    if (!w) return NULL;
+    gguf_w_str(w, "tokenizer.ggml.model", model);
+    gguf_w_arr_str(w, "tokenizer.ggml.tokens", toks, NULL, n);
+    if (!strcmp(model, "gpt2")) gguf_w_arr_str(w, "tokenizer.ggml.merges", toks, NULL, 0);
+    terr e = {0};
+    int rc = gguf_w_save(w, path, &e);
+    gguf_w_free(w);
+    if (rc) { tt_fail(T, __FILE__, __LINE__, "%s", e.msg); return NULL; }
+    return load_gguf_tok(T, path);
+}
+
+/* Regression: a vocabulary smaller than llama.cpp's default special ids (SPM BOS 1 / EOS 2,
+ * gpt2 BOS = EOS = 11) and without explicit ids kept those defaults, so BOS/EOS pointed past
+ * the vocabulary and tok_encode(TOK_ADD_BOS) emitted an id >= n_vocab. */
+TEST(tok_gguf_default_ids_in_range) {
+    static const char *const spm[] = {"<unk>", "<s>"};
+    static const char *const bpe[] = {"a", "b", "c"};
+    const char *const *vocabs[] = {spm, bpe};
+    const char *models[] = {"llama", "gpt2"};
+    const uint64_t sizes[] = {2, 3};
+    for (int k = 0; k < 2; k++) {
+        tokenizer *tk = tiny_gguf_tok(T, models[k], vocabs[k], sizes[k]);
+        REQUIRE(tk);
+        int nv = tok_n_vocab(tk);
+        CHECKF(tok_bos(tk) < nv && tok_eos(tk) < nv, "%s: bos %d eos %d, n_vocab %d", models[k],
+               tok_bos(tk), tok_eos(tk), nv);
+        int32_t *ids = NULL;
+        size_t n = 0;
+        terr e = {0};
+        REQUIREF(tok_encode(tk, "", 0, TOK_ADD_BOS, &ids, &n, &e) == 0, "%s", e.msg);
+        for (size_t i = 0; i < n; i++) CHECKF(ids[i] >= 0 && ids[i] < nv, "%s: id %d", models[k], ids[i]);
+        free(ids);
+        tok_free(tk);
+    }
+}
+
+/* Regression: a tokenizer_config.json that exists but is not valid JSON was silently ignored
+ * (its BOS / chat template lost); it is invalid input like a broken tokenizer.json. */
+TEST(tok_hf_bad_config_rejected) {
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/hf-badcfg", ttmpdir());
+    REQUIRE(mkdir(dir, 0755) == 0 || errno == EEXIST);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    FILE *f = fopen(path, "w");
+    REQUIRE(f);
+    fputs("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []},\n"
+          " \"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"decoder\": {\"type\": \"ByteLevel\"}}\n", f);
+    fclose(f);
+    tokenizer *tk = NULL;
+    terr e = {0};
+    REQUIREF(tok_load_hf(&tk, dir, &e) == 0, "without a config: %s", e.msg); /* the config is optional */
+    tok_free(tk);
+    tk = NULL;
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    f = fopen(path, "w");
+    REQUIRE(f);
+    fputs("{\"bos_token\": \"a\",\n  oops\n", f);
+    fclose(f);
+    int rc = tok_load_hf(&tk, dir, &e);
+    CHECKF(rc == TOME_EINPUT && strstr(e.msg, "tokenizer_config.json") && strstr(e.msg, "line 2"),
+           "rc %d: %s", rc, e.msg);
+    tok_free(tk);
+}
+
+/* A tiny tokenizer.json whose ids are sparse must not make tome allocate a huge table. */
+TEST(tok_hf_sparse_ids_rejected) {
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/hf-sparse", ttmpdir());
+    REQUIRE(mkdir(dir, 0755) == 0 || errno == EEXIST);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    FILE *f = fopen(path, "w");
+    REQUIRE(f);
+    fputs("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1000000000}, \"merges\": []},\n"
+          " \"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"decoder\": {\"type\": \"ByteLevel\"}}\n", f);
+    fclose(f);
+    tokenizer *tk = NULL;
+    terr e = {0};
+    int rc = tok_load_hf(&tk, dir, &e);
+    CHECKF(rc == TOME_EINPUT && strstr(e.msg, "sparse") && strstr(e.msg, "tokenizer.json"), "rc %d: %s", rc, e.msg);
+    CHECK(tk == NULL);
     tok_free(tk);
 }

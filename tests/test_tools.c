@@ -728,6 +728,15 @@ TEST(llama2c2gguf_bad_inputs) {
     fclose(fp);
     CHECK(run_cmd(err, sizeof err, "build/llama2c2gguf %s %s %s", p, tok, out) == 2);
     CHECK(count_lines(err) == 1);
+    /* vocab_size INT32_MIN: negating it (the untied-classifier flag) would overflow */
+    fp = fopen(p, "wb");
+    REQUIRE(fp);
+    int32_t h2[7] = {64, 172, 5, 8, 4, INT32_MIN, 512};
+    fwrite(h2, sizeof h2, 1, fp);
+    fwrite(raw + 28, 1, n - 28, fp);
+    fclose(fp);
+    CHECK(run_cmd(err, sizeof err, "build/llama2c2gguf %s %s %s", p, tok, out) == 2);
+    CHECKF(strstr(err, "implausible header") && count_lines(err) == 1, "%s", err);
     /* tokenizer cut in the middle of its pieces */
     snprintf(p, sizeof p, "%s/cut_tok.bin", ttmpdir());
     fp = fopen(p, "wb");

@@ -171,7 +171,7 @@ static int check_config(const char *path, const mapped *m, l2c_config *c, int *s
         return fail(TOME_EINPUT, "%s: truncated: %llu bytes, the header alone is 28", path, (unsigned long long)m->size);
     memcpy(c, m->p, sizeof *c);
     *shared = c->vocab_size > 0;
-    if (c->vocab_size < 0) c->vocab_size = -c->vocab_size;
+    if (c->vocab_size < 0) c->vocab_size = c->vocab_size == INT32_MIN ? 0 : -c->vocab_size; /* no overflow */
     if (c->dim <= 0 || c->hidden_dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
         c->vocab_size <= 0 || c->seq_len <= 0 || c->dim > (1 << 20) || c->hidden_dim > (1 << 22) ||
         c->n_layers > 4096 || c->vocab_size > (1 << 24))
