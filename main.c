@@ -38,7 +38,18 @@ static int fail(int code, const char *fmt, ...) {
     return code;
 }
 
-__attribute__((unused)) static int fail_err(const terr *e) { return fail(e->code ? e->code : TOME_EINPUT, "%s", e->msg); }
+/* Prints "tome: warning: MSG": a problem that does not stop the command. */
+static void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void warn(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "tome: warning: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+}
+
+static int fail_err(const terr *e) { return fail(e->code ? e->code : TOME_EINPUT, "%s", e->msg); }
 
 /* Flag iteration: `--name VALUE`, `--name=VALUE` and short `-x VALUE` forms.
  * is_flag(a, "--temp", "-T") matches; take_val then returns the value or NULL (and complains). */
@@ -424,8 +435,8 @@ static int cmd_run(int argc, char **argv) {
     if (chat == 1) {
         if (tmpl) kind = forced;
         else if ((kind = chat_detect(src)) == CHAT_NONE)
-            tlog_warn("%s: %s; using the plain layout", model,
-                      src ? "chat template not recognised" : "no chat template in the file");
+            warn("%s: %s; using the plain layout", model,
+                 src ? "chat template not recognised" : "no chat template in the file");
     }
     /* BOS as the file asks (tokenizer.ggml.add_bos_token, as llama.cpp does): Llama and Mistral
      * vocabularies say yes, Qwen's say no */

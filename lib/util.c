@@ -19,26 +19,6 @@ int terr_set(terr *e, int code, const char *fmt, ...) {
     return code;
 }
 
-static void vlog(const char *prefix, const char *fmt, va_list ap) {
-    char line[2048];
-    vsnprintf(line, sizeof line, fmt, ap);
-    fprintf(stderr, "tome: %s%s\n", prefix, line);
-}
-
-void tlog_info(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vlog("", fmt, ap);
-    va_end(ap);
-}
-
-void tlog_warn(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vlog("warning: ", fmt, ap);
-    va_end(ap);
-}
-
 double tnow(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -31,10 +31,6 @@ typedef struct terr {
  * `return terr_set(e, TOME_EINPUT, "%s: bad magic", path);` reads naturally. */
 int terr_set(terr *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Logging to stderr, one line each, prefixed "tome: " (warn adds "warning: "). */
-void tlog_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void tlog_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
 /* Monotonic wall-clock time in seconds. */
 double tnow(void);
 
