@@ -4,6 +4,7 @@
  * printed the one-line error by then. Each command has its own cmd_* function with its
  * flag parsing; shared flag helpers are at the top.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,6 +118,42 @@ static int device_arg(args *a, device_request *rq, int *rc) {
     return matched;
 }
 
+/* Handles the long-context flags run and plan share (--kv, --window, --sinks, --rope-*) at
+ * argv[a->i]: returns 1 when it was one (*rc = 0, or TOME_EFLAGS with the message printed), 0
+ * otherwise. */
+static int lc_arg(args *a, engine_lc *lc, int *rc) {
+    static const struct { const char *name; long long lo, hi; } ints[] = {
+        {"--window", 1, 1 << 30}, {"--sinks", 0, 1 << 30}, {"--rope-orig-ctx", 1, 1 << 30}};
+    static const struct { const char *name; double lo, hi; } flts[] = {
+        {"--rope-scale", 1e-6, 1e6}, {"--rope-base", 1.0001, 1e12}};
+    int *const ivars[] = {&lc->window, &lc->sinks, &lc->rope_orig_ctx};
+    double *const fvars[] = {&lc->rope_scale, &lc->rope_base};
+    const char **const svar = is_flag(a, "--kv", NULL) ? &lc->kv
+                            : is_flag(a, "--rope-scaling", NULL) ? &lc->rope_scaling : NULL;
+    const char *v;
+    *rc = 0;
+    if (svar) {
+        if (!(v = take_val(a))) *rc = TOME_EFLAGS;
+        else *svar = v;
+        return 1;
+    }
+    for (size_t k = 0; k < TOME_ARRAY_LEN(ints); k++) {
+        if (!is_flag(a, ints[k].name, NULL)) continue;
+        long long t;
+        if (!(v = take_val(a))) *rc = TOME_EFLAGS;
+        else if (!(*rc = parse_int(a->argv[a->i - (a->eq ? 0 : 1)], v, ints[k].lo, ints[k].hi, &t))) *ivars[k] = (int)t;
+        return 1;
+    }
+    for (size_t k = 0; k < TOME_ARRAY_LEN(flts); k++) {
+        if (!is_flag(a, flts[k].name, NULL)) continue;
+        double t;
+        if (!(v = take_val(a))) *rc = TOME_EFLAGS;
+        else if (!(*rc = parse_float(a->argv[a->i - (a->eq ? 0 : 1)], v, flts[k].lo, flts[k].hi, &t))) *fvars[k] = t;
+        return 1;
+    }
+    return 0;
+}
+
 /* Picks the device for model g (lib/device.h); prints the one-line notice when the default
  * falls back to the CPU (not with quiet). Returns 0 or the exit code (message printed). */
 static int choose_device(const device_request *rq, const gguf *g, const char *kv, const char *cpu_setting,
@@ -124,9 +161,9 @@ static int choose_device(const device_request *rq, const gguf *g, const char *kv
     terr e = {0};
     char why[256] = "";
     /* settings only the CPU has: the default runs there, --gpu refuses them */
-    if (kv && strcmp(kv, "f16"))
-        snprintf(why, sizeof why, "--kv %s: the GPU keeps its KV cache in f16 only for now (q8/q4 pages on the GPU "
-                 "are issue #9); use --kv f16, or --cpu", kv);
+    if (kv && engine_kv_type(kv) == KV_TYPE_F32)
+        snprintf(why, sizeof why, "--kv %s: the GPU keeps its KV cache in f16, q8 or q4 pages; use one of those, "
+                 "or --cpu", kv);
     else if (cpu_setting)
         snprintf(why, sizeof why, "%s is a CPU setting", cpu_setting);
     if (device_choose(rq, dc, &e) || (why[0] && device_need_cpu(rq, dc, TOME_EFLAGS, why, &e)) ||
@@ -293,9 +330,9 @@ static int run_tokenize(const tokenizer *tok, chat_kind kind, const char *system
     return rc;
 }
 
-static int run_write_logits(const char *path, const float *l, int n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return fail(TOME_EINPUT, "--logits %s: cannot open for writing", path);
+/* Writes the logits into f (opened before the run, so a bad path fails before a long prefill)
+ * and closes it. */
+static int run_write_logits(const char *path, FILE *f, const float *l, int n) {
     size_t w = fwrite(l, sizeof(float), (size_t)n, f);
     if (fclose(f) != 0 || w != (size_t)n) return fail(TOME_EINPUT, "--logits %s: write failed", path);
     return 0;
@@ -326,15 +363,9 @@ static int cmd_run(int argc, char **argv) {
         else if (is_flag(&a, "--threads", "-t")) INTF(n_threads, 1, 1024);
         else if (is_flag(&a, "--batch-size", "-b")) INTF(n_batch, 1, 1 << 16);
         else if (is_flag(&a, "--chunk", NULL)) INTF(n_batch, 1, 1 << 16);
-        else if (is_flag(&a, "--kv", NULL)) { VAL(); lc.kv = v; }
-        else if (is_flag(&a, "--window", NULL)) INTF(lc.window, 1, 1 << 30);
-        else if (is_flag(&a, "--sinks", NULL)) INTF(lc.sinks, 0, 1 << 30);
-        else if (is_flag(&a, "--rope-scaling", NULL)) { VAL(); lc.rope_scaling = v; }
-        else if (is_flag(&a, "--rope-scale", NULL)) FLTF(lc.rope_scale, 1e-6, 1e6);
-        else if (is_flag(&a, "--rope-base", NULL)) FLTF(lc.rope_base, 1.0001, 1e12);
-        else if (is_flag(&a, "--rope-orig-ctx", NULL)) INTF(lc.rope_orig_ctx, 1, 1 << 30);
+        else if (lc_arg(&a, &lc, &rc)) { if (rc) goto out; }
         else if (is_flag(&a, "--temp", NULL)) FLTF(temp, 0, 100);
-        else if (is_flag(&a, "--top-k", NULL)) INTF(top_k, 0, 1LL << 31);
+        else if (is_flag(&a, "--top-k", NULL)) INTF(top_k, 0, INT32_MAX);
         else if (is_flag(&a, "--top-p", NULL)) FLTF(top_p, 0, 1);
         else if (is_flag(&a, "--min-p", NULL)) FLTF(min_p, 0, 1);
         else if (is_flag(&a, "--repeat-penalty", NULL)) FLTF(rep, 0, 100);
@@ -388,6 +419,7 @@ static int cmd_run(int argc, char **argv) {
     engine *en = NULL;
     int32_t *ids = NULL;
     float *plog = NULL;
+    FILE *logf = NULL; /* --logits, open from before the model loads until written */
     run_out ro = {0};
     for (size_t i = 0; i < (size_t)arrlen(files) + 1; i++) {
         const char *path = i < (size_t)arrlen(files) ? files[i] : NULL;
@@ -425,6 +457,11 @@ static int cmd_run(int argc, char **argv) {
     size_t user_len = 0;
     char *user = chat_join_user((const char *const *)docs, lens, (size_t)arrlen(docs), question, &user_len);
     if (!user) { rc = fail(TOME_ERESOURCE, "out of memory"); goto done; }
+
+    if (logits_path && !dump && !(logf = fopen(logits_path, "wb"))) {
+        rc = fail(TOME_EINPUT, "--logits %s: cannot open for writing: %s", logits_path, strerror(errno));
+        goto done_user;
+    }
 
     /* ---- model and tokenizer ---- */
     if ((rc = model_load(&m, model, &e))) { fail_err(&e); goto done_user; }
@@ -486,6 +523,7 @@ static int cmd_run(int argc, char **argv) {
     struct sigaction sa, old;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = run_on_sigint;
+    sa.sa_flags = SA_RESTART; /* a write to stdout in progress finishes instead of failing EINTR */
     sigemptyset(&sa.sa_mask);
     g_run_interrupted = 0;
     sigaction(SIGINT, &sa, &old);
@@ -501,8 +539,11 @@ static int cmd_run(int argc, char **argv) {
         if (!print_ids) run_emit(&ro, buf, n);
         else if (json) run_append(&ro, buf, n);
     }
-    if (logits_path && r.n_prompt == (int)arrlen(ids) && (rc = run_write_logits(logits_path, plog, en->m->hp.n_vocab)))
-        goto done_user;
+    if (logf && r.n_prompt == (int)arrlen(ids)) {
+        FILE *f = logf;
+        logf = NULL;
+        if ((rc = run_write_logits(logits_path, f, plog, en->m->hp.n_vocab))) goto done_user;
+    }
     const double pre_tps = r.t_prefill > 0 ? r.n_prompt / r.t_prefill : 0;
     const double dec_tps = r.t_decode > 0 ? r.n_decode / r.t_decode : 0;
     if (json) {
@@ -513,12 +554,11 @@ static int cmd_run(int argc, char **argv) {
                               r.n_gen, "finish_reason", finish_name(r.finish), "ids", ja, "stats", "prefill_s",
                               r.t_prefill, "prefill_tok_s", pre_tps, "decode_tok_s", dec_tps, "time_to_first_token_s",
                               r.t_first, "n_ctx", en->n_ctx);
-        if (o) {
-            char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
-            if (s) puts(s);
-            free(s);
-            json_decref(o);
-        }
+        char *js = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+        if (js) puts(js);
+        else rc = fail(TOME_ERESOURCE, "out of memory writing the --json result");
+        free(js);
+        json_decref(o);
     } else if (!print_ids || ro.n_ids) {
         printf("\n");
     }
@@ -531,7 +571,7 @@ static int cmd_run(int argc, char **argv) {
                 "tome: prompt %d tokens, prefill %.1f tok/s (%.3f s), decode %.1f tok/s (%d tokens), "
                 "first token %.3f s, finish %s\n",
                 r.n_prompt, pre_tps, r.t_prefill, dec_tps, r.n_gen, r.t_first, finish_name(r.finish));
-    if (r.finish == FINISH_INTERRUPTED) rc = TOME_EINTR;
+    if (r.finish == FINISH_INTERRUPTED && rc == 0) rc = TOME_EINTR;
 done_user:
     free(user);
 done:
@@ -542,6 +582,10 @@ done:
     arrfree(ro.ids);
     free(ro.text);
     free(plog);
+    if (logf) { /* opened but never written (an error, or Ctrl-C during the prefill): no empty file left */
+        fclose(logf);
+        remove(logits_path);
+    }
     engine_close(en);
     device_release(&dc);
     model_free(m);
@@ -568,13 +612,7 @@ static int cmd_plan(int argc, char **argv) {
         else if (is_flag(&a, "--ctx-size", "-c")) { VAL(); ctx = v; }
         else if (is_flag(&a, "--batch-size", "-b") || is_flag(&a, "--chunk", NULL)) INTF(n_batch, 1, 1 << 16);
         else if (is_flag(&a, "--threads", "-t")) INTF(n_threads, 1, 1024);
-        else if (is_flag(&a, "--kv", NULL)) { VAL(); lc.kv = v; }
-        else if (is_flag(&a, "--window", NULL)) INTF(lc.window, 1, 1 << 30);
-        else if (is_flag(&a, "--sinks", NULL)) INTF(lc.sinks, 0, 1 << 30);
-        else if (is_flag(&a, "--rope-scaling", NULL)) { VAL(); lc.rope_scaling = v; }
-        else if (is_flag(&a, "--rope-scale", NULL)) FLTF(lc.rope_scale, 1e-6, 1e6);
-        else if (is_flag(&a, "--rope-base", NULL)) FLTF(lc.rope_base, 1.0001, 1e12);
-        else if (is_flag(&a, "--rope-orig-ctx", NULL)) INTF(lc.rope_orig_ctx, 1, 1 << 30);
+        else if (lc_arg(&a, &lc, &rc)) { if (rc) return rc; }
         else if (!strcmp(argv[a.i], "--json")) json = 1;
         else if (!strcmp(argv[a.i], "-q") || !strcmp(argv[a.i], "--quiet")) quiet = 1;
         else if (device_arg(&a, &drq, &rc)) { if (rc) return rc; }
@@ -914,7 +952,7 @@ static const char *k_help =
     "            --rope-base F  --rope-orig-ctx N   (override the model's RoPE metadata)\n"
     "            --gpu[=N] (require GPU N, default 0)  --cpu (force the CPU); run, plan and bench\n"
     "            use the GPU when one is usable, else the CPU with a one-line notice (-q: none)\n"
-    "  plan      -m MODEL [-c CTX|max] [--kv TYPE] [-b N] [--window W --sinks K] [--rope-* ...] [--json]\n"
+    "  plan      -m MODEL [-c CTX|max] [--kv TYPE] [-b N] [-t N] [--window W --sinks K] [--rope-* ...] [--json]\n"
     "            [--gpu[=N] | --cpu] [-q]\n"
     "            memory plan: weights, KV per token and in total, scratch, fits in MemAvailable\n"
     "            (on a GPU: in its free memory, total shown)\n"
@@ -923,7 +961,7 @@ static const char *k_help =
     "            [--ids | --pieces] [--special] [--bos | --no-bos]  ids on one line, no BOS by default\n"
     "            bench --tokenize FILE (-m MODEL | --tokenizer DIR): tokenizer MB/s on one core\n"
     "  bench     -m MODEL [-p 512] [-n 128] [-t N] [-r 3] [-b 64] [--json] [--bw-mib 1024]\n"
-    "            [--gpu[=N] | --cpu] [-q]\n"
+    "            [--exact] [--cpu-kernels scalar|avx2|avx512] [--gpu[=N] | --cpu] [-q]\n"
     "                                      prefill / decode tok/s, weight GB/s vs read bandwidth\n"
     "\n"
     "exit codes: 0 ok; 1 bad flags; 2 invalid input (missing, unreadable or malformed file,\n"
@@ -944,7 +982,22 @@ int main(int argc, char **argv) {
     static const struct { const char *name; int (*fn)(int, char **); } cmds[] = {
         {"info", cmd_info}, {"run", cmd_run}, {"plan", cmd_plan}, {"tokenize", cmd_tokenize}, {"bench", cmd_bench},
     };
-    for (size_t i = 0; i < TOME_ARRAY_LEN(cmds); i++)
-        if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
+    /* values that may be any text (a prompt "-h", a file named "--help") are not help requests */
+    static const char *const k_text_flags[] = {"-p", "--prompt", "--system", "-f", "--file", "-m", "--model",
+                                               "--tokenizer", "--tokenize", "--logits"};
+    for (size_t i = 0; i < TOME_ARRAY_LEN(cmds); i++) {
+        if (strcmp(cmd, cmds[i].name)) continue;
+        /* tome CMD --help: the one help page (it covers every command), as tome --help */
+        for (int j = 2; j < argc; j++) {
+            if (strcmp(argv[j], "--help") && strcmp(argv[j], "-h")) continue;
+            int is_value = 0;
+            for (size_t k = 0; k < TOME_ARRAY_LEN(k_text_flags); k++) is_value |= !strcmp(argv[j - 1], k_text_flags[k]);
+            if (!is_value) {
+                fputs(k_help, stdout);
+                return TOME_OK;
+            }
+        }
+        return cmds[i].fn(argc - 1, argv + 1);
+    }
     return fail(TOME_EFLAGS, "unknown command '%s' (see tome --help)", cmd);
 }

@@ -212,7 +212,10 @@ static void kv_prepare(cpu_state *s, int n, int pos0) {
     }
     if (pos0 == 0 && sq->len > 0) {
         kv_seq_free(c, s->seq);
-        kv_seq_new(c, &s->seq, &e);
+        if (kv_seq_new(c, &s->seq, &e)) {
+            s->kv_failed = 1;
+            return;
+        }
         sq = &c->seqs[s->seq];
     } else if (pos0 < sq->len) {
         /* a rewind: fine unless pages it would need again were evicted */

@@ -72,6 +72,10 @@ else
   expect_exit 0 run-logits -- "$TOME" run -m "$RM" -p "Hello" -n 1 --temp 0 -q --logits "$TMP/run-logits.f32"
   sz=$(stat -c %s "$TMP/run-logits.f32" 2>/dev/null || echo 0)
   if [ "$sz" -eq 128000 ]; then ok run-logits-size; else bad run-logits-size "$sz bytes, want 128000"; fi
+  # an unwritable --logits path is refused before the model runs: no text generated first
+  expect_exit 2 run-logits-unwritable -- "$TOME" run -m "$RM" -p "Hello" -n 2 --temp 0 --logits "$TMP/no-such-dir/l.f32"
+  expect_err 'no-such-dir/l\.f32: cannot open for writing' run-logits-unwritable-named
+  if [ -z "$OUT" ]; then ok run-logits-unwritable-before-generation; else bad run-logits-unwritable-before-generation "stdout '$OUT'"; fi
 
   # context: a prompt longer than -c is refused with both numbers; generation stops at the end
   # (8 positions hold the prompt and 6 generated tokens; the 7th is sampled, never stored)
@@ -149,6 +153,24 @@ fi
 expect_exit 1 run-no-model-flag -- "$TOME" run -p "q"
 expect_exit 1 run-bad-flag -- "$TOME" run -m x.gguf --no-such-flag
 expect_exit 1 run-bad-number -- "$TOME" run -m x.gguf -n many
+# --top-k is an int: 2^31 used to wrap to a negative k and be accepted
+expect_exit 1 run-top-k-overflow -- "$TOME" run -m x.gguf -p q --top-k 2147483648
+expect_err "flag --top-k: '2147483648' is not an integer in \[0, 2147483647\]" run-top-k-overflow-message
+# COMMAND --help (or -h) anywhere prints the help page, as llama.cpp's tools do; a prompt "-h" is text
+for c in run plan info tokenize bench; do
+  expect_exit 0 "$c-help" -- "$TOME" $c --help
+  expect_out '^usage: tome COMMAND' "$c-help-usage"
+done
+expect_exit 0 run-h-after-flags -- "$TOME" run -m x.gguf -n 4 -h
+expect_out '^usage: tome COMMAND' run-h-after-flags-usage
+expect_exit 2 run-prompt-dash-h-is-text -- "$TOME" run -m "$TMP/missing.gguf" -p -h
+# each command's help lists the flags that command accepts (bench took --exact and --cpu-kernels,
+# plan took -t, and the help did not say so)
+sect() { "$TOME" --help | awk -v c="  $1 " 'index($0, c) == 1 {on = 1; print; next} on && /^  [a-z]/ {on = 0} on && NF {print} !NF {on = 0}'; }
+for want in "bench --exact" "bench --cpu-kernels" "bench -t" "plan -t" "plan --kv" "run --cpu-kernels"; do
+  set -- $want
+  if sect "$1" | grep -Eq -- "(^|[ [|])$2([] =|]|\$)"; then ok "help-$1$2"; else bad "help-$1$2" "$(sect "$1")"; fi
+done
 expect_exit 2 run-missing-model -- "$TOME" run -m "$TMP/missing.gguf" -p "q"
 printf 'GGUF\003\000\000\000garbage' > "$TMP/run-malformed.gguf"
 expect_exit 2 run-malformed-gguf -- "$TOME" run -m "$TMP/run-malformed.gguf" -p "q"
