@@ -97,7 +97,7 @@ build_tome() {
   done
 }
 
-test_sources() { ls tests/*.c | grep -v '/fuzz_'; }
+test_sources() { ls tests/*.c | grep -v -e '/fuzz_' -e '/fake_'; }
 
 build_tests() { # build_tests VARIANT "CFLAGS" "LIBS"
   $CC $2 -Itests $(test_sources) "build/$1/libtome.a" $3 -o "build/tests-$1.$$" &&
@@ -109,7 +109,7 @@ build_tests() { # build_tests VARIANT "CFLAGS" "LIBS"
 TOTAL_P=0 TOTAL_F=0 TOTAL_S=0
 record() { # record LOGFILE STATUS
   local line p f s
-  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1 || true)
+  line=$(grep -aE '^[0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1 || true)
   if [ -z "$line" ]; then p=0; f=1; s=0
   else
     p=$(echo "$line" | sed -E 's/^([0-9]+) passed.*/\1/')
@@ -162,6 +162,16 @@ run_fuzz() {
   [ "$f" -eq 0 ]
 }
 
+# The GPU host code (driver layer, CUDA backend, device choice) run against tests/fake_cuda.c, a
+# stand-in libcuda.so.1 that emulates each kernel in C: it checks buffer sizes, launch geometry,
+# parameter order and error paths on machines without a GPU — not the PTX (tests/gpu.sh does).
+# LD_LIBRARY_PATH is set per command only: every other stage must still see no GPU.
+build_fake_cuda() {
+  mkdir -p build/fake
+  gcc $BASE -DTOME_FAKE_CUDA -O2 $WARN -shared -fPIC -Wl,--no-undefined -o build/fake/libcuda.so.1 \
+    tests/fake_cuda.c lib/quant.c lib/rope.c lib/util.c lib/gguf.c lib/stb_ds.c lib/arch.c lib/kvcache.c -lm
+}
+
 cmd_test() {
   ensure_deps
   build_tome
@@ -171,6 +181,12 @@ cmd_test() {
   stage unit build/tests-rel
   stage cli bash tests/cli.sh
   stage asan env ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/tests-san
+  if build_fake_cuda; then
+    stage gpu-emu env LD_LIBRARY_PATH=build/fake build/tests-rel gpu_e2e_ device
+    stage gpu-emu-cli env TOME_CLI_ONLY=70-device LD_LIBRARY_PATH=build/fake bash tests/cli.sh
+  else
+    echo "FAIL gpu-emu: tests/fake_cuda.c does not build"; TOTAL_F=$((TOTAL_F + 1))
+  fi
   stage fuzz run_fuzz
   echo "=== total"
   echo "$TOTAL_P passed, $TOTAL_F failed, $TOTAL_S skipped"

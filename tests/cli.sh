@@ -53,6 +53,7 @@ fi
 
 for f in tests/cli.d/*.sh; do
   [ -e "$f" ] || continue
+  case "$f" in *"${TOME_CLI_ONLY:-}"*) ;; *) continue ;; esac # TOME_CLI_ONLY=70-device: one file
   echo "--- $f"
   # shellcheck disable=SC1090
   . "$f"
