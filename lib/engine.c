@@ -102,9 +102,9 @@ int engine_make_plan(const tome_model *m, const engine_params *p, const engine_l
     pl->kv_type = engine_kv_type(lc->kv);
     if (!lc->kv && p->exact && !lc->gpu) pl->kv_type = KV_TYPE_F32;
     if (pl->kv_type == -2) return terr_set(e, TOME_EFLAGS, "--kv: unknown type '%s' (f16, q8, q4, f32)", lc->kv);
-    if (lc->gpu && pl->kv_type != KV_F16)
-        return terr_set(e, TOME_EFLAGS, "--kv %s: the GPU keeps its KV cache in f16 only for now (q8/q4 pages on the "
-                        "GPU are issue #9); use --kv f16, or --cpu", lc->kv);
+    if (lc->gpu && pl->kv_type == KV_TYPE_F32)
+        return terr_set(e, TOME_EFLAGS, "--kv %s: the GPU keeps its KV cache in f16, q8 or q4 pages; use one of "
+                        "those, or --cpu", lc->kv);
     pl->window = hp->sliding_window;
     pl->sinks = lc->sinks > 0 ? lc->sinks : 0;
     /* the f32 reference path applies the sink mask but keeps every position: no streaming */

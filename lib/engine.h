@@ -49,7 +49,7 @@ typedef struct engine_lc {
     /* Placement (here rather than in engine_params, whose callers initialise it positionally): */
     cuda_dev *gpu;           /* NULL = the CPU; else the GPU to run on (lib/device.h; borrowed:
                                 close it after engine_close). The plan then counts its memory;
-                                f16 KV only (else TOME_EFLAGS); a tensor type the GPU kernels
+                                f16/q8/q4 KV (f32: TOME_EFLAGS); a tensor type the GPU kernels
                                 lack is TOME_EUNSUPPORTED (cuda_check_weights). */
     cuda_upload_fn on_upload;/* GPU: weight upload progress (may be NULL) */
     void *upload_ud;
@@ -66,7 +66,7 @@ typedef struct engine_plan {
                                 on the paged path) */
     uint64_t total_bytes;    /* weights + kv + scratch */
     uint64_t mem_available;  /* /proc/meminfo MemAvailable (0 when unknown); on a GPU its free memory */
-    int gpu;                 /* 1: planned for p->gpu (f16 KV, everything in device memory) */
+    int gpu;                 /* 1: planned for p->gpu (paged KV, everything in device memory) */
     uint64_t mem_total;      /* GPU: its total memory (0 on the CPU) */
     int fits;                /* total <= available (1 when unknown) */
 } engine_plan;

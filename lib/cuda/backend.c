@@ -5,7 +5,16 @@
  * the section start; uploaded once, in 64 MiB slices (the mapping is read in order, once). Activations: device buffers from `alloc`
  * (forward() only does pointer arithmetic on them). KV: lib/kvcache.h keeps the block tables
  * and refcounts (cfg.no_storage), the pages live in two device blocks [n_layer][n_pages] of
- * kvcache's f16 page layout; copy on write becomes a device-to-device copy (copy_page hook).
+ * kvcache's page layout for the chosen dtype (f16, q8 or q4: kv_page_bytes); copy on write
+ * becomes a device-to-device copy (copy_page hook).
+ *
+ * Attention (issue #9). f16 pages: RoPE then cuda_kv_store_f16, prefill through
+ * cuda_attention_f16. q8/q4 pages: cuda_rope_kv_store (RoPE of q and k, quantise, page write
+ * in one kernel). A decode step (one query) of any dtype whose shape flash-decoding takes
+ * uses cuda_flash_decode (+ its lse merge); a q8/q4 prefill runs one flash-decode per query
+ * of the chunk: correct but slow (no quantised-page FlashAttention prefill yet, issue #10).
+ * CUDA graphs are not used yet: the kernels take positions and key counts by value (see the
+ * note at gpu_attention).
  *
  * Per forward (at layer 0 of rope_kv_store): the cache bookkeeping runs on the host exactly as
  * on the CPU (new sequence, rewind, streaming eviction, append), then the block table and the
@@ -43,7 +52,12 @@ typedef struct gpu_state {
     int seq;
     int64_t evict_next;        /* streaming: slots below this are evicted or sinks */
     int64_t n_pages;
+    kv_dtype dt;               /* page dtype of kpool / vpool */
+    int flash;                 /* the shape fits cuda_flash_decode's limits */
     CUdeviceptr kpool, vpool;  /* [n_layer][n_pages] pages of kv.page_bytes_k / _v */
+    CUdeviceptr fd_scratch;    /* flash-decode partials for fd_splits splits */
+    size_t fd_bytes;
+    int fd_splits;
     CUdeviceptr bt;            /* int32 [bt_cap] the sequence's block table */
     int64_t bt_cap;
     CUdeviceptr ids;           /* int32 [n_batch] token ids of a chunk */
@@ -200,18 +214,51 @@ static void gpu_rope_kv_store(tome_backend *be, int layer, float *q, float *k, c
         kv_prepare(s, n, pos0);
         if (failed(s)) return;
     }
+    cuda_kv_layer L = kv_layer(s, layer);
+    if (s->dt != KV_F16) { /* RoPE + quantise + write in one kernel */
+        cuda_rope_kv_store(s->d, &L, s->dt, s->bt, pos0, n, DP(q), DP(k), DP(v), s->rope.dim > 0 ? s->cs : 0,
+                           hp->n_head, s->rope.dim, hp->rope_neox, &s->err);
+        return;
+    }
     if (s->rope.dim > 0 &&
         (cuda_rope(s->d, DP(q), n, hp->n_head, hp->head_dim, s->rope.dim, hp->rope_neox, s->cs, &s->err) ||
          cuda_rope(s->d, DP(k), n, hp->n_head_kv, hp->head_dim, s->rope.dim, hp->rope_neox, s->cs, &s->err)))
         return;
-    cuda_kv_layer L = kv_layer(s, layer);
     cuda_kv_store_f16(s->d, &L, s->bt, pos0, n, DP(k), DP(v), &s->err);
+}
+
+/* Whether cuda_flash_decode takes this shape (its limits in cuda/ops.h). */
+static int flash_shape_ok(const tome_hparams *hp) {
+    const int rep = hp->n_head_kv > 0 && hp->n_head % hp->n_head_kv == 0 ? hp->n_head / hp->n_head_kv : 0;
+    return hp->head_dim % 8 == 0 && hp->head_dim <= 256 && hp->head_dim_v % 8 == 0 && hp->head_dim_v <= 256 &&
+           rep >= 1 && rep <= 32 && rep * hp->head_dim <= 1024 && rep * hp->head_dim_v <= 1024;
+}
+
+/* One flash-decode of query i of a chunk at pos0 (position pos0 + i sees keys 0 .. pos0 + i). */
+static int flash_one(gpu_state *s, const cuda_kv_layer *L, float *out, const float *q, int i, int pos0) {
+    const tome_hparams *hp = &s->hp;
+    const int64_t qp = (int64_t)pos0 + i;
+    int64_t nk = qp + 1; /* keys visible to qp: the whole prefix, or the window plus the sinks */
+    if (s->window > 0 && nk > s->window) nk = s->window + TOME_MIN((int64_t)s->sinks, qp + 1 - s->window);
+    int S = cuda_flash_decode_splits(s->d, L, nk);
+    if (S > s->fd_splits) S = s->fd_splits;
+    return cuda_flash_decode(s->d, DP(out + (size_t)i * hp->n_head * hp->head_dim_v),
+                             DP(q + (size_t)i * hp->n_head * hp->head_dim), hp->n_head, L, s->dt, s->bt, qp + 1, qp,
+                             1.0f / sqrtf((float)hp->head_dim), s->window, s->window > 0 ? s->sinks : 0, S,
+                             s->fd_scratch, s->fd_bytes, &s->err);
 }
 
 static void gpu_attention(tome_backend *be, int layer, float *out, const float *q, int n, int pos0) {
     gpu_state *s = ST(be);
     if (failed(s)) return;
     cuda_kv_layer L = kv_layer(s, layer);
+    /* Graph capture of a decode step would need the positions read from device memory:
+     * flash_decode's (nsink, winlo, n_visible, chunk) and its grid's split count are host
+     * values derived from q_pos here, as are rope_kv_store's pos0 and attention's pos0. */
+    if (s->dt != KV_F16 || (n == 1 && s->flash)) {
+        for (int i = 0; i < n && !failed(s); i++) flash_one(s, &L, out, q, i, pos0);
+        return;
+    }
     cuda_attention_f16(s->d, DP(out), DP(q), n, s->hp.n_head, &L, s->bt, pos0, 1.0f / sqrtf((float)s->hp.head_dim),
                        s->window, s->window > 0 ? s->sinks : 0, &s->err);
 }
@@ -228,6 +275,46 @@ static void gpu_logits(tome_backend *be, float *host, float *x, const tome_weigh
     cuda_download(s->d, host, s->logits, (size_t)n * (size_t)out->rows * sizeof(float), &s->err);
 }
 
+/* ---- synthetic fill (benchmarks) ---------------------------------------------------------- */
+
+int cuda_backend_fill_kv(tome_backend *be, int64_t n, uint64_t seed, terr *e) {
+    gpu_state *s = ST(be);
+    const tome_hparams *hp = &s->hp;
+    if (failed(s)) { *e = s->err; return s->err.code; }
+    if (n < 1 || n > s->n_ctx) return terr_set(e, TOME_EFLAGS, "fill-kv: %lld positions, the cache holds %d", (long long)n, s->n_ctx);
+    /* the synthetic rows live in the logits buffer ([n_batch][n_vocab] f32, idle between forwards):
+     * nothing more is allocated, so a cache planned to the last byte still fills */
+    const size_t kd = (size_t)hp->n_head_kv * hp->head_dim, vd = (size_t)hp->n_head_kv * hp->head_dim_v;
+    if (kd + vd > (size_t)hp->n_vocab)
+        return terr_set(e, TOME_EUNSUPPORTED, "fill-kv: kv rows of %zu values exceed the vocabulary (%d)", kd + vd,
+                        hp->n_vocab);
+    const int B = s->n_batch;
+    float *h = tmalloc_array((size_t)B * (kd + vd), sizeof(float));
+    if (!h) return terr_set(e, TOME_ERESOURCE, "fill-kv: out of memory");
+    uint64_t x = seed | 1;
+    for (size_t i = 0; i < (size_t)B * (kd + vd); i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        h[i] = (float)((double)(x >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+    }
+    const CUdeviceptr k = s->logits, v = s->logits + (CUdeviceptr)B * kd * sizeof(float);
+    int rc = cuda_upload(s->d, k, h, (size_t)B * (kd + vd) * sizeof(float), e);
+    free(h);
+    if (rc) return rc;
+    for (int64_t p0 = 0; p0 < n && !failed(s); p0 += B) {
+        const int c = (int)TOME_MIN((int64_t)B, n - p0);
+        for (int i = 0; i < c; i++) rope_cos_sin(&s->rope, p0 + i, s->cs_host + (size_t)i * s->rope.dim);
+        if (s->rope.dim > 0 && upload_async(s, s->cs, s->cs_host, (size_t)c * s->rope.dim * sizeof(float), &s->err))
+            break;
+        kv_prepare(s, c, (int)p0); /* p0 == 0: a new sequence */
+        for (int l = 0; l < hp->n_layer && !failed(s); l++) {
+            cuda_kv_layer L = kv_layer(s, l);
+            cuda_rope_kv_store(s->d, &L, s->dt, s->bt, p0, c, 0, k, v, s->rope.dim > 0 ? s->cs : 0, 0, s->rope.dim,
+                               hp->rope_neox, &s->err);
+        }
+    }
+    return cuda_backend_error(be, e);
+}
+
 /* ---- lifetime ---------------------------------------------------------------------------- */
 
 static void gpu_destroy(tome_backend *be) {
@@ -236,7 +323,7 @@ static void gpu_destroy(tome_backend *be) {
     if (s) {
         if (s->d) {
             s->d->api.cuStreamSynchronize(s->d->stream);
-            CUdeviceptr bufs[] = {s->w, s->kpool, s->vpool, s->bt, s->ids, s->cs, s->logits};
+            CUdeviceptr bufs[] = {s->w, s->kpool, s->vpool, s->bt, s->ids, s->cs, s->logits, s->fd_scratch};
             for (size_t i = 0; i < TOME_ARRAY_LEN(bufs); i++) cuda_free(s->d, bufs[i]);
         }
         kv_close(&s->kv);
@@ -299,8 +386,11 @@ static int upload_weights(gpu_state *s, cuda_upload_fn progress, void *ud, terr 
 
 uint64_t cuda_backend_scratch_bytes(const tome_hparams *hp, int n_batch) {
     const uint64_t B = (uint64_t)(n_batch > 0 ? n_batch : 1);
+    /* flash-decode partials: at most 4 blocks per SM over the kv heads, taking 256 SMs */
+    const uint64_t splits = (1024u + (uint64_t)TOME_MAX(hp->n_head_kv, 1) - 1) / (uint64_t)TOME_MAX(hp->n_head_kv, 1);
     return B * sizeof(int32_t) + B * (uint64_t)TOME_MAX(hp->rope_dim, 2) * sizeof(float) +
-           B * (uint64_t)hp->n_vocab * sizeof(float) + 4096u /* a block table to start with */;
+           B * (uint64_t)hp->n_vocab * sizeof(float) + 4096u /* a block table to start with */ +
+           cuda_flash_decode_scratch_bytes(TOME_MAX(hp->n_head, 1), TOME_MAX(hp->head_dim_v, 1), (int)splits);
 }
 
 int cuda_check_weights(const gguf *g, terr *e) {
@@ -345,10 +435,14 @@ int cuda_backend_new(tome_backend **out, const backend_config *cfg, cuda_dev *d,
                      cuda_upload_fn progress, void *ud, terr *e) {
     *out = NULL;
     const tome_hparams *hp = cfg->hp;
-    if (cfg->kv_type != KV_F16)
-        return terr_set(e, TOME_EFLAGS, "--kv %s: the GPU keeps its KV cache in f16 only for now (q8/q4 pages on the "
-                        "GPU are issue #9); use --kv f16, or --cpu",
-                        cfg->kv_type == KV_Q8 ? "q8" : cfg->kv_type == KV_Q4 ? "q4" : "f32");
+    if (cfg->kv_type != KV_F16 && cfg->kv_type != KV_Q8 && cfg->kv_type != KV_Q4)
+        return terr_set(e, TOME_EFLAGS, "--kv f32: the GPU keeps its KV cache in f16, q8 or q4 pages; use one of "
+                        "those, or --cpu");
+    if (cfg->kv_type != KV_F16 && !flash_shape_ok(hp))
+        return terr_set(e, TOME_EUNSUPPORTED, "--kv %s: the GPU's quantised KV attention needs head dims that are "
+                        "multiples of 8 up to 256 and at most 32 query heads per kv head (this model: %d heads over "
+                        "%d, dims %d/%d); use --kv f16, or --cpu", cfg->kv_type == KV_Q8 ? "q8" : "q4", hp->n_head,
+                        hp->n_head_kv, hp->head_dim, hp->head_dim_v);
     if (!bytes) return terr_set(e, TOME_EINPUT, "GPU: the model has no tensor data to upload");
     tome_backend *be = calloc(1, sizeof *be);
     gpu_state *s = calloc(1, sizeof *s);
@@ -369,10 +463,12 @@ int cuda_backend_new(tome_backend **out, const backend_config *cfg, cuda_dev *d,
     s->streaming = s->window > 0 && s->sinks > 0;
     s->host = data;
     s->host_bytes = bytes;
+    s->dt = (kv_dtype)cfg->kv_type;
+    s->flash = flash_shape_ok(hp);
     int rc = 0;
     const int P = cfg->page_tokens > 0 ? cfg->page_tokens : KV_DEFAULT_PAGE_TOKENS;
     s->n_pages = cpu_kv_pages(s->n_ctx, s->n_batch, s->window, s->sinks, P);
-    kv_config kc = {hp->n_layer, hp->n_head_kv, hp->head_dim, hp->head_dim_v, P, KV_F16, s->n_pages, 1,
+    kv_config kc = {hp->n_layer, hp->n_head_kv, hp->head_dim, hp->head_dim_v, P, s->dt, s->n_pages, 1,
                     copy_page_hook, s, 0};
     const size_t rd = (size_t)TOME_MAX(s->rope.dim, 2);
     s->cs_host = tmalloc_array((size_t)s->n_batch * rd, sizeof(float));
@@ -387,6 +483,12 @@ int cuda_backend_new(tome_backend **out, const backend_config *cfg, cuda_dev *d,
     if (!rc) rc = dev_zalloc(s, &s->ids, (size_t)s->n_batch * sizeof(int32_t), e);
     if (!rc) rc = dev_zalloc(s, &s->cs, (size_t)s->n_batch * rd * sizeof(float), e);
     if (!rc) rc = dev_zalloc(s, &s->logits, (size_t)s->n_batch * (size_t)hp->n_vocab * sizeof(float), e);
+    if (!rc && s->flash) { /* the most splits any key count gets (cuda_flash_decode_splits) */
+        cuda_kv_layer L0 = kv_layer(s, 0);
+        s->fd_splits = cuda_flash_decode_splits(d, &L0, (int64_t)s->n_ctx);
+        s->fd_bytes = cuda_flash_decode_scratch_bytes(hp->n_head, hp->head_dim_v, s->fd_splits);
+        rc = dev_zalloc(s, &s->fd_scratch, s->fd_bytes, e);
+    }
     if (!rc) {
         s->bt_cap = 1024;
         rc = dev_zalloc(s, &s->bt, (size_t)s->bt_cap * sizeof(int32_t), e);

@@ -1,11 +1,11 @@
 /* backend.h (cuda) — backend_ops on one GPU (issue #8): the same semantics as the CPU backend
- * (lib/cpu/cpu_backend.c), with weights, activations and the paged f16 KV cache in device
+ * (lib/cpu/cpu_backend.c), with weights, activations and the paged f16/q8/q4 KV cache in device
  * memory.
  *
  * Errors: the ops of backend_ops return nothing, so the first failure (a driver error as
  * CU_TRY words it, a KV page shortage, a rewind past evicted pages) is kept in the backend and
  * every later op does nothing; cuda_backend_error reports it (the engine checks after each
- * forward). Limits: f16 KV only (q8/q4 pages on the GPU are issue #9); one sequence.
+ * forward). Limits: f16, q8 or q4 KV pages (no f32 cache); one sequence.
  */
 #ifndef TOME_CUDA_BACKEND_H
 #define TOME_CUDA_BACKEND_H
@@ -41,7 +41,16 @@ int cuda_check_weights(const gguf *g, terr *e);
 int cuda_mem_info(cuda_dev *d, uint64_t *free_b, uint64_t *total_b, terr *e);
 
 /* Device bytes the backend allocates besides the weights and the KV pool, for n_batch-token
- * chunks (ids, RoPE tables, logits; the activations themselves are counted by the engine). */
+ * chunks (ids, RoPE tables, logits, flash-decode partials; the activations themselves are
+ * counted by the engine). */
 uint64_t cuda_backend_scratch_bytes(const tome_hparams *hp, int n_batch);
+
+/* Benchmark hook (tests/test_device.c gpu_longctx_*, tests/gpu.sh longctx): restarts the
+ * sequence and fills positions 0 .. n-1 of every layer with synthetic K/V (seeded values in
+ * [-1, 1), the same rows for every chunk), rotated, converted to the page dtype and written by
+ * cuda_rope_kv_store in chunks of n_batch, as a prefill would store them but without running
+ * the model. The caller then sets its engine's n_past to n. Synchronises; returns 0 or the
+ * first error (TOME_EFLAGS: n outside 1 .. n_ctx). */
+int cuda_backend_fill_kv(tome_backend *be, int64_t n, uint64_t seed, terr *e);
 
 #endif

@@ -31,8 +31,10 @@ else
     if [ "$OUT" = "$ids_exact" ]; then ok device-gpu-same-greedy-ids; else bad device-gpu-same-greedy-ids "'$OUT' vs '$ids_exact'"; fi
     expect_exit 0 device-default-gpu-silent -- "$TOME" run -m "$DM" -p hi -n 1 --temp 0
     if grep -q 'running on the CPU' "$TMP/err"; then bad device-default-gpu-no-notice "$ERR"; else ok device-default-gpu-no-notice; fi
-    expect_exit 1 device-gpu-q8-refused -- "$TOME" run -m "$DM" -p hi -n 1 --gpu --kv q8
-    expect_err 'f16 only' device-gpu-q8-refused-message
+    # q8/q4 pages run on the GPU (issue #9); the f32 reference cache is the CPU's alone
+    expect_exit 0 device-gpu-q8-runs -- "$TOME" run -m "$DM" -p hi -n 1 --gpu --kv q8
+    expect_exit 1 device-gpu-f32-refused -- "$TOME" run -m "$DM" -p hi -n 1 --gpu --kv f32
+    expect_err 'f16, q8 or q4' device-gpu-f32-refused-message
     # a tensor type the GPU kernels lack: --gpu refuses (3), the default runs on the CPU and says so
     Q41=$TMP/dev-q41.gguf
     if build/mkgguf -o "$Q41" --arch llama --type q4_1 --n-embd 64 --n-head 4 --vocab 300 --seed 6 -t 1 >/dev/null 2>&1; then
