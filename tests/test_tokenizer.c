@@ -531,28 +531,39 @@ TEST(tok_gguf_default_ids_in_range) {
     }
 }
 
+/* Writes DIR/NAME = text under the test's scratch folder (DIR created); 0 on success. */
+static int write_hf_file(const char *dir, const char *name, const char *text) {
+    char path[600];
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return -1;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    int bad = fputs(text, f) < 0;
+    return fclose(f) != 0 || bad ? -1 : 0;
+}
+
+/* A minimal byte-level BPE tokenizer.json with the given "model.vocab" object. */
+static int write_hf_vocab(const char *dir, const char *vocab_json) {
+    char text[1024];
+    snprintf(text, sizeof text,
+             "{\"model\": {\"type\": \"BPE\", \"vocab\": %s, \"merges\": []},\n"
+             " \"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"decoder\": {\"type\": \"ByteLevel\"}}\n",
+             vocab_json);
+    return write_hf_file(dir, "tokenizer.json", text);
+}
+
 /* Regression: a tokenizer_config.json that exists but is not valid JSON was silently ignored
  * (its BOS / chat template lost); it is invalid input like a broken tokenizer.json. */
 TEST(tok_hf_bad_config_rejected) {
-    char dir[512], path[600];
+    char dir[512];
     snprintf(dir, sizeof dir, "%s/hf-badcfg", ttmpdir());
-    REQUIRE(mkdir(dir, 0755) == 0 || errno == EEXIST);
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    FILE *f = fopen(path, "w");
-    REQUIRE(f);
-    fputs("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []},\n"
-          " \"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"decoder\": {\"type\": \"ByteLevel\"}}\n", f);
-    fclose(f);
+    REQUIRE(write_hf_vocab(dir, "{\"a\": 0, \"b\": 1}") == 0);
     tokenizer *tk = NULL;
     terr e = {0};
     REQUIREF(tok_load_hf(&tk, dir, &e) == 0, "without a config: %s", e.msg); /* the config is optional */
     tok_free(tk);
     tk = NULL;
-    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-    f = fopen(path, "w");
-    REQUIRE(f);
-    fputs("{\"bos_token\": \"a\",\n  oops\n", f);
-    fclose(f);
+    REQUIRE(write_hf_file(dir, "tokenizer_config.json", "{\"bos_token\": \"a\",\n  oops\n") == 0);
     int rc = tok_load_hf(&tk, dir, &e);
     CHECKF(rc == TOME_EINPUT && strstr(e.msg, "tokenizer_config.json") && strstr(e.msg, "line 2"),
            "rc %d: %s", rc, e.msg);
@@ -561,15 +572,9 @@ TEST(tok_hf_bad_config_rejected) {
 
 /* A tiny tokenizer.json whose ids are sparse must not make tome allocate a huge table. */
 TEST(tok_hf_sparse_ids_rejected) {
-    char dir[512], path[600];
+    char dir[512];
     snprintf(dir, sizeof dir, "%s/hf-sparse", ttmpdir());
-    REQUIRE(mkdir(dir, 0755) == 0 || errno == EEXIST);
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    FILE *f = fopen(path, "w");
-    REQUIRE(f);
-    fputs("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1000000000}, \"merges\": []},\n"
-          " \"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"decoder\": {\"type\": \"ByteLevel\"}}\n", f);
-    fclose(f);
+    REQUIRE(write_hf_vocab(dir, "{\"a\": 0, \"b\": 1000000000}") == 0);
     tokenizer *tk = NULL;
     terr e = {0};
     int rc = tok_load_hf(&tk, dir, &e);
