@@ -336,7 +336,8 @@ static rowref row_at(uint8_t *page, size_t row_bytes, size_t scales_off, size_t 
     return r;
 }
 
-static void quant_row(kv_dtype dt, const float *x, int d, rowref r) {
+void kv_quantize_row(kv_dtype dt, const float *x, int d, uint8_t *vals, uint16_t *sc) {
+    rowref r = {vals, sc};
     if (dt == KV_F16) {
         uint16_t *o = (uint16_t *)r.vals;
         for (int i = 0; i < d; i++) o[i] = tf32_to_f16(x[i]);
@@ -373,7 +374,7 @@ static void quant_row(kv_dtype dt, const float *x, int d, rowref r) {
     }
 }
 
-static void deq_row(kv_dtype dt, const uint8_t *vals, const uint16_t *sc, int d, float *out) {
+void kv_dequantize_row(kv_dtype dt, const uint8_t *vals, const uint16_t *sc, int d, float *out) {
     if (dt == KV_F16) {
         const uint16_t *h = (const uint16_t *)vals;
         for (int i = 0; i < d; i++) out[i] = h2f(h[i]);
@@ -412,10 +413,10 @@ int kv_store(kv_cache *c, int seq, int layer, int64_t pos0, int64_t n, const flo
         uint8_t *kp = c->k[layer] + (size_t)page * c->page_bytes_k;
         uint8_t *vp = c->v[layer] + (size_t)page * c->page_bytes_v;
         for (int h = 0; h < H; h++) {
-            quant_row(dt, k + ((size_t)j * H + h) * dk, dk,
-                      row_at(kp, c->row_bytes_k, c->scales_off_k, sk, P, h, t));
-            quant_row(dt, v + ((size_t)j * H + h) * dv, dv,
-                      row_at(vp, c->row_bytes_v, c->scales_off_v, sv, P, h, t));
+            rowref rk = row_at(kp, c->row_bytes_k, c->scales_off_k, sk, P, h, t);
+            rowref rv = row_at(vp, c->row_bytes_v, c->scales_off_v, sv, P, h, t);
+            kv_quantize_row(dt, k + ((size_t)j * H + h) * dk, dk, rk.vals, rk.sc);
+            kv_quantize_row(dt, v + ((size_t)j * H + h) * dv, dv, rv.vals, rv.sc);
         }
     }
     return 0;
@@ -435,12 +436,12 @@ int kv_load_row(const kv_cache *c, int seq, int layer, int64_t pos, int kv_head,
     if (k) {
         rowref r = row_at(c->k[layer] + (size_t)page * c->page_bytes_k, c->row_bytes_k,
                           c->scales_off_k, scale_row_bytes(dt, c->cfg.head_dim), P, kv_head, t);
-        deq_row(dt, r.vals, r.sc, c->cfg.head_dim, k);
+        kv_dequantize_row(dt, r.vals, r.sc, c->cfg.head_dim, k);
     }
     if (v) {
         rowref r = row_at(c->v[layer] + (size_t)page * c->page_bytes_v, c->row_bytes_v,
                           c->scales_off_v, scale_row_bytes(dt, c->cfg.head_dim_v), P, kv_head, t);
-        deq_row(dt, r.vals, r.sc, c->cfg.head_dim_v, v);
+        kv_dequantize_row(dt, r.vals, r.sc, c->cfg.head_dim_v, v);
     }
     return 0;
 }
@@ -470,7 +471,7 @@ static void axpy_scalar(float *y, float a, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-static const kv_ops ops_scalar = {deq_row, dot_scalar, axpy_scalar};
+static const kv_ops ops_scalar = {kv_dequantize_row, dot_scalar, axpy_scalar};
 
 #if KV_HAVE_AVX2
 
@@ -505,7 +506,7 @@ static KV_TGT void deq_avx2(kv_dtype dt, const uint8_t *vals, const uint16_t *sc
     }
     if (i < d) { /* a ragged tail (head_dim not a multiple of 8 / 32): the reference does it */
         float tmp[KV_MAX_HEAD_DIM];
-        deq_row(dt, vals, sc, d, tmp);
+        kv_dequantize_row(dt, vals, sc, d, tmp);
         memcpy(out + i, tmp + i, sizeof(float) * (d - i));
     }
 }

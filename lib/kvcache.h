@@ -144,6 +144,13 @@ const int32_t *kv_seq_pages(const kv_cache *c, int seq, int64_t *n_pages);
 int kv_store(kv_cache *c, int seq, int layer, int64_t pos0, int64_t n, const float *k,
              const float *v);
 
+/* One (kv head, token) row in the page layout above: kv_quantize_row writes d values of x as
+ * row bytes `vals` and scales `sc` (q8: one half; q4: a (d, m) pair per group; unused for
+ * f16); kv_dequantize_row reads them back. These are the reference the GPU page writes match
+ * byte for byte (and the stand-in driver of tests/fake_cuda.c calls). */
+void kv_quantize_row(kv_dtype dt, const float *x, int d, uint8_t *vals, uint16_t *sc);
+void kv_dequantize_row(kv_dtype dt, const uint8_t *vals, const uint16_t *sc, int d, float *out);
+
 /* Reads back one token's K and V row of one kv head, dequantised (k: head_dim floats, v:
  * head_dim_v; either may be NULL). For tests and for comparing GPU pages with the CPU. */
 int kv_load_row(const kv_cache *c, int seq, int layer, int64_t pos, int kv_head, float *k,

@@ -29,7 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kvcache.h" /* KV_Q4_GROUP, kv_row_bytes */
+#include "kvcache.h" /* KV_Q4_GROUP, kv_row_bytes, kv_quantize_row, kv_dequantize_row */
 #include "quant.h"   /* tq_dequantize */
 #include "rope.h"    /* rope_apply_cs */
 #include "util.h"    /* tf16_to_f32, tf32_to_f16 */
@@ -481,19 +481,8 @@ static CUresult emu_argmax_f32(const geom *g, void **params) {
     return E_OK;
 }
 
-/* ---- quantised KV rows (lib/kvcache.h layout, kvcache.c's quant_row / deq_row) ------------ */
-
-/* the next f16 above / below h (x = its value was rounded the wrong way) */
-static uint16_t f16_next_up(uint16_t h) { return (h & 0x7fff) == 0 ? 1 : (h & 0x8000) ? h - 1 : h + 1; }
-static uint16_t f16_next_down(uint16_t h) { return (h & 0x7fff) == 0 ? 0x8001 : (h & 0x8000) ? h + 1 : h - 1; }
-static uint16_t f16_up(float x) {
-    uint16_t h = tf32_to_f16(x);
-    return tf16_to_f32(h) < x ? f16_next_up(h) : h;
-}
-static uint16_t f16_down(float x) {
-    uint16_t h = tf32_to_f16(x);
-    return tf16_to_f32(h) > x ? f16_next_down(h) : h;
-}
+/* ---- quantised KV rows (lib/kvcache.h layout; the row codec is kvcache.c's own
+ * kv_quantize_row / kv_dequantize_row, the reference the kernels match byte for byte) ------- */
 
 static uint64_t scale_row_bytes(uint32_t dt, uint32_t d) {
     return dt == 1 ? 2 : dt == 2 ? 4ull * ((d + KV_Q4_GROUP - 1) / KV_Q4_GROUP) : 0;
@@ -513,52 +502,6 @@ static int kv_row(kvrow *r, CUdeviceptr page, uint64_t scales_off, uint32_t dt, 
     return r->vals && (!sb || r->sc);
 }
 
-static void quant_row(uint32_t dt, const float *x, uint32_t d, kvrow r) {
-    if (dt == 0) {
-        uint16_t *o = (uint16_t *)r.vals;
-        for (uint32_t i = 0; i < d; i++) o[i] = tf32_to_f16(x[i]);
-    } else if (dt == 1) {
-        float amax = 0;
-        for (uint32_t i = 0; i < d; i++) amax = fmaxf(amax, fabsf(x[i]));
-        uint16_t dh = f16_up(fminf(amax / 127.0f, 65504.0f));
-        float dd = tf16_to_f32(dh);
-        for (uint32_t i = 0; i < d; i++) {
-            float q = dd > 0 ? rintf(x[i] / dd) : 0.0f;
-            ((int8_t *)r.vals)[i] = (int8_t)fminf(127.0f, fmaxf(-127.0f, q));
-        }
-        r.sc[0] = dh;
-    } else {
-        memset(r.vals, 0, d / 2);
-        for (uint32_t a = 0, g = 0; a < d; a += KV_Q4_GROUP, g++) {
-            uint32_t b = a + KV_Q4_GROUP < d ? a + KV_Q4_GROUP : d;
-            float mn = x[a], mx = x[a];
-            for (uint32_t i = a; i < b; i++) mn = fminf(mn, x[i]), mx = fmaxf(mx, x[i]);
-            uint16_t mh = f16_down(fmaxf(mn, -65504.0f));
-            float mm = tf16_to_f32(mh);
-            uint16_t dh = f16_up(fminf((mx - mm) / 15.0f, 65504.0f));
-            float dd = tf16_to_f32(dh);
-            for (uint32_t i = a; i < b; i++) {
-                float q = dd > 0 ? rintf((x[i] - mm) / dd) : 0.0f;
-                int qi = (int)fminf(15.0f, fmaxf(0.0f, q));
-                r.vals[i >> 1] |= (uint8_t)(qi << ((i & 1) * 4));
-            }
-            r.sc[2 * g] = dh;
-            r.sc[2 * g + 1] = mh;
-        }
-    }
-}
-
-static void deq_row(uint32_t dt, kvrow r, uint32_t d, float *out) {
-    for (uint32_t i = 0; i < d; i++) {
-        if (dt == 0) out[i] = tf16_to_f32(((const uint16_t *)r.vals)[i]);
-        else if (dt == 1) out[i] = tf16_to_f32(r.sc[0]) * (float)((const int8_t *)r.vals)[i];
-        else {
-            uint32_t g = i / KV_Q4_GROUP;
-            uint8_t q = (r.vals[i >> 1] >> ((i & 1) * 4)) & 15;
-            out[i] = tf16_to_f32(r.sc[2 * g]) * (float)q + tf16_to_f32(r.sc[2 * g + 1]);
-        }
-    }
-}
 
 /* ptx/kv_quant.ptx tome_rope_kv_store(kdst, vdst, q, k, v, block_table, cs, page_bytes_k,
  * page_bytes_v, scales_off_k, scales_off_v, pos0, n_kv_head, n_head, head_dim, head_dim_v,
@@ -603,8 +546,8 @@ static CUresult emu_rope_kv_store(const geom *g, void **params) {
             int ok = kv_row(&rk, U64(0) + (uint64_t)pg * pbk, sok, dt, P, h, (uint32_t)(p % P), dk, "rope_kv_store k row") &&
                      kv_row(&rv, U64(1) + (uint64_t)pg * pbv, sov, dt, P, h, (uint32_t)(p % P), dv, "rope_kv_store v row");
             if (ok) {
-                quant_row(dt, kr, dk, rk);
-                quant_row(dt, v + ((uint64_t)j * nkv + h) * dv, dv, rv);
+                kv_quantize_row((kv_dtype)dt, kr, (int)dk, rk.vals, rk.sc);
+                kv_quantize_row((kv_dtype)dt, v + ((uint64_t)j * nkv + h) * dv, (int)dv, rv.vals, rv.sc);
             }
             free(kr);
             if (!ok) return E_ILLEGAL_ADDRESS;
@@ -653,8 +596,8 @@ static CUresult emu_flash_decode(const geom *g, void **params) {
                     free(kf);
                     return E_ILLEGAL_ADDRESS;
                 }
-                deq_row(dt, rk, dk, kf);
-                deq_row(dt, rv, dv, vf);
+                kv_dequantize_row((kv_dtype)dt, rk.vals, rk.sc, (int)dk, kf);
+                kv_dequantize_row((kv_dtype)dt, rv.vals, rv.sc, (int)dv, vf);
                 float dot = 0;
                 for (uint32_t t = 0; t < dk; t++) dot += q[(uint64_t)h * dk + t] * kf[t];
                 float x = scale * dot, mn = x > m ? x : m, c = expf(m - mn), p = expf(x - mn);
