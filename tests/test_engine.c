@@ -49,15 +49,23 @@ TEST(engine_batched_equals_token_by_token) {
         float *all = malloc(sizeof(float) * (size_t)V * n);
         terr e = {0};
         REQUIREF(engine_eval(a, ids, n, all, &e) == 0, "%s", e.msg);
-        double worst = 0;
+        double worst = 0, mag = 1;
         for (int i = 0; i < n; i++) {
             REQUIREF(engine_eval(b, ids + i, 1, NULL, &e) == 0, "%s", e.msg);
             for (int v = 0; v < V; v++) {
                 double d = fabs((double)b->logits[v] - all[(size_t)i * V + v]);
                 if (!(d <= worst)) worst = d;
+                mag = fmax(mag, fabs((double)b->logits[v]));
             }
         }
-        CHECKF(worst <= 1e-5, "exact=%d: batched vs one-by-one differ by %.3g", exact, worst);
+        /* exact: float matmuls and the f32 cache, the same arithmetic either way. Otherwise the
+         * batch runs the prefill kernels (16-row matmul tiles, K/V tiles shared by queries) in
+         * another float order than decode's, and quantised activations and KV turn a last-bit
+         * difference into a rounding step now and then. Measured 1.5e-2 of the logit scale on this
+         * random q4_k_m model (each of the two kernel changes alone: < 1e-5, together one int8
+         * step moves); a wrong kernel moves logits by the scale itself. */
+        double tol = exact ? 1e-5 : 3e-2 * mag;
+        CHECKF(worst <= tol, "exact=%d: batched vs one-by-one differ by %.3g (tolerance %.3g)", exact, worst, tol);
         /* the last row of all_logits is also left in en->logits */
         CHECK(memcmp(a->logits, all + (size_t)(n - 1) * V, sizeof(float) * V) == 0);
         free(all);

@@ -435,6 +435,56 @@ TEST(kv_attend_block_and_partials) {
     fx_close(&f);
 }
 
+/* The prefill block (kv_attend_block: queries share each K/V tile, exp vectorised) against the
+ * decode path (kv_attend, one query at a time) on the same pages: f16/q8/q4, GQA 1 and 4, head
+ * dims 64 and 128, pages of 32 (tiles split at page ends), a chunk starting mid-page, plain
+ * causal, a window with sinks (the block's rows see different key sets) and a head range.
+ * Both compute the same dequantised scores; only float summation order and the exp
+ * polynomial (~2 ulp) differ, so 2e-5 of the output scale. */
+TEST(kv_attend_block_tiled_vs_decode) {
+    const kv_dtype dts[] = {KV_F16, KV_Q8, KV_Q4};
+    const int cfgs[][3] = {{2, 64, 2}, {2, 128, 8}, {4, 8, 8}}; /* kv heads, head dim, query heads */
+    int bad = 0, checked = 0;
+    for (size_t di = 0; di < TOME_ARRAY_LEN(dts); di++)
+        for (size_t ci = 0; ci < TOME_ARRAY_LEN(cfgs); ci++) {
+            const int H = cfgs[ci][0], D = cfgs[ci][1], nh = cfgs[ci][2], n = 131, p0 = 45;
+            fx f;
+            REQUIRE(fx_open(T, &f, dts[di], 32, H, D, n, 31 + di * 7 + ci));
+            trng r;
+            trng_seed(&r, 32 + di);
+            float *q = malloc(sizeof(float) * n * nh * D), *out = malloc(sizeof(float) * n * nh * D);
+            float *one = malloc(sizeof(float) * nh * D);
+            REQUIRE(q && out && one);
+            rand_q(&r, q, n * nh * D);
+            const int64_t ws[][2] = {{0, 0}, {40, 3}, {17, 0}};
+            for (size_t wi = 0; wi < TOME_ARRAY_LEN(ws); wi++)
+                for (int hr = 0; hr < (nh > 2 ? 2 : 1); hr++) {
+                    kv_attn a = {.n_head = nh, .head0 = hr ? 1 : 0, .head1 = hr ? nh - 1 : 0, .scale = 1.0f / sqrtf((float)D),
+                                 .window = ws[wi][0], .sinks = ws[wi][1]};
+                    for (int i = 0; i < (n - p0) * nh * D; i++) out[i] = 777.0f;
+                    REQUIRE(kv_attend_block(&f.c, f.seq, 1, &a, q + (size_t)p0 * nh * D, n - p0, p0, out) == 0);
+                    for (int i = 0; i < n - p0; i++) {
+                        memset(one, 0, sizeof(float) * nh * D);
+                        REQUIRE(kv_attend(&f.c, f.seq, 1, &a, q + (size_t)(p0 + i) * nh * D, p0 + i, one) == 0);
+                        for (int h = 0; h < nh; h++)
+                            for (int k = 0; k < D; k++) {
+                                float got = out[((size_t)i * nh + h) * D + k], want = one[h * D + k];
+                                int in = h >= (hr ? 1 : 0) && h < (hr ? nh - 1 : nh);
+                                int ok = in ? fabsf(got - want) <= 2e-5f * (1.0f + fabsf(want)) : got == 777.0f;
+                                checked++;
+                                if (!ok && bad++ < 5)
+                                    CHECKF(0, "dt %d D %d nh %d window %lld: query %d head %d dim %d: %.8g vs %.8g",
+                                           (int)dts[di], D, nh, (long long)a.window, p0 + i, h, k, got, want);
+                            }
+                    }
+                }
+            free(q), free(out), free(one);
+            fx_close(&f);
+        }
+    CHECK(bad == 0);
+    CHECK(checked > 0);
+}
+
 /* ---- pages: sharing, copy on write, refcounts --------------------------------------------- */
 
 TEST(kv_prefix_sharing_cow) {

@@ -346,9 +346,15 @@ TEST(longctx_chunked_equals_oneshot) {
         chunked.n_batch = 7;
         float *a = lc_logits(T, path, &one, seq, 120), *b = lc_logits(T, path, &chunked, seq, 120);
         REQUIRE(a && b);
-        /* each query reads the same stored bytes in the same order whatever the chunking */
-        double d = max_diff(a, b, (size_t)512 * 120);
-        CHECKF(d <= 1e-6, "kv %s: chunk 7 vs one shot differ by %.3g", k_kv[t], d);
+        /* f32: each query reads the same floats in the same order whatever the chunking. Paged
+         * types: queries of one chunk share K/V tiles (kv_attend_block), whose float order
+         * depends on the chunk's make-up; a last-bit change upstream can move a stored f16/q8/q4
+         * value of a later layer by one step, so agreement is to 1e-3 of the logit scale (one
+         * f16 step is 5e-4 relative; measured 2e-4 for f16, 2e-6 for q8/q4). */
+        double d = max_diff(a, b, (size_t)512 * 120), mag = 1;
+        for (size_t i = 0; i < (size_t)512 * 120; i++) mag = fmax(mag, fabs((double)a[i]));
+        double tol = t == 0 ? 1e-6 : 1e-3 * mag;
+        CHECKF(d <= tol, "kv %s: chunk 7 vs one shot differ by %.3g (tolerance %.3g)", k_kv[t], d, tol);
         free(a);
         free(b);
     }

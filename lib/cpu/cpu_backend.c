@@ -47,6 +47,13 @@ typedef struct cpu_state {
     float **v_cache;        /* [n_layer] -> [n_ctx][kv_dim_v] */
     uint8_t *qbuf;          /* n_batch quantized activation rows */
     size_t qbuf_row;        /* bytes reserved per row in qbuf */
+    /* what qbuf holds: the quantisation of qc_x [qc_n][qc_cols] as qc_vdt, so that the Q, K, V
+     * (and gate, up) projections of one input quantise it once; NULL = nothing. Every op that
+     * writes an activation buffer forgets it (qc_forget), a matmul whose output overlaps it too. */
+    const float *qc_x;
+    int qc_n;
+    int64_t qc_cols;
+    uint32_t qc_vdt;
     float *scores;          /* [n_threads][n_ctx] attention scratch (float path only) */
     float *rowbuf;          /* [n_threads][widest] a dequantized weight row (--exact) */
     int64_t widest;         /* widest activation row */
@@ -54,6 +61,7 @@ typedef struct cpu_state {
 } cpu_state;
 
 static cpu_state *ST(tome_backend *be) { return (cpu_state *)be->impl; }
+static void qc_forget(tome_backend *be) { ST(be)->qc_x = NULL; }
 
 uint64_t cpu_kv_bytes(const tome_hparams *hp, int n_ctx) {
     return (uint64_t)hp->n_layer * (uint64_t)n_ctx * (uint64_t)hp->n_head_kv *
@@ -100,39 +108,74 @@ static void cpu_release(tome_backend *be, float *buf) {
 /* ---- embed / norms / elementwise ------------------------------------------------------- */
 
 static void cpu_embed(tome_backend *be, float *x, const tome_weight *emb, const int32_t *ids, int n) {
-    (void)be;
+    qc_forget(be);
     for (int i = 0; i < n; i++)
         tq_dequantize(emb->type, (const uint8_t *)emb->data + (uint64_t)ids[i] * emb->row_bytes,
                       x + (int64_t)i * emb->cols, emb->cols);
 }
 
-static void cpu_rmsnorm(tome_backend *be, float *y, const float *x, const tome_weight *w, int n_rows,
-                        float eps) {
-    (void)be;
-    const int64_t d = w->cols;
-    const float *g = w->data;
-    for (int r = 0; r < n_rows; r++) {
-        const float *xr = x + r * d;
-        float *yr = y + r * d;
+/* The elementwise ops run on the pool when a prefill chunk makes them worth a fork-join
+ * (one row of a few thousand values is ~1 µs: the caller does it alone). */
+enum { EW_CHUNK = 4096 }; /* values per work item of swiglu / add */
+
+typedef struct ew_job {
+    float *y;
+    const float *x, *u;
+    const float *g;
+    int64_t d;
+    float eps;
+} ew_job;
+
+static void rms_rows(void *ctx, int64_t s, int64_t e, int tid) {
+    (void)tid;
+    const ew_job *j = ctx;
+    const int64_t d = j->d;
+    for (int64_t r = s; r < e; r++) {
+        const float *xr = j->x + r * d;
+        float *yr = j->y + r * d;
         double sum = 0.0; /* as ggml: squares summed in double */
         for (int64_t i = 0; i < d; i++) sum += (double)xr[i] * (double)xr[i];
         const float mean = (float)(sum / (double)d);
-        const float scale = 1.0f / sqrtf(mean + eps);
-        for (int64_t i = 0; i < d; i++) yr[i] = (xr[i] * scale) * g[i];
+        const float scale = 1.0f / sqrtf(mean + j->eps);
+        for (int64_t i = 0; i < d; i++) yr[i] = (xr[i] * scale) * j->g[i];
+    }
+}
+
+static void cpu_rmsnorm(tome_backend *be, float *y, const float *x, const tome_weight *w, int n_rows,
+                        float eps) {
+    qc_forget(be);
+    ew_job j = {y, x, NULL, w->data, w->cols, eps};
+    if (n_rows >= 4 && ST(be)->pool) tpool_run(ST(be)->pool, n_rows, 1, rms_rows, &j);
+    else rms_rows(&j, 0, n_rows, 0);
+}
+
+static void swiglu_range(void *ctx, int64_t s, int64_t e, int tid) {
+    (void)tid;
+    const ew_job *j = ctx;
+    for (int64_t i = s; i < e; i++) {
+        const float g = j->x[i];
+        j->y[i] = (g / (1.0f + expf(-g))) * j->u[i];
     }
 }
 
 static void cpu_swiglu(tome_backend *be, float *y, const float *gate, const float *up, int64_t n) {
-    (void)be;
-    for (int64_t i = 0; i < n; i++) {
-        const float g = gate[i];
-        y[i] = (g / (1.0f + expf(-g))) * up[i];
-    }
+    qc_forget(be);
+    ew_job j = {y, gate, up, NULL, 0, 0};
+    if (n >= 4 * EW_CHUNK && ST(be)->pool) tpool_run(ST(be)->pool, n, EW_CHUNK, swiglu_range, &j);
+    else swiglu_range(&j, 0, n, 0);
+}
+
+static void add_range(void *ctx, int64_t s, int64_t e, int tid) {
+    (void)tid;
+    const ew_job *j = ctx;
+    for (int64_t i = s; i < e; i++) j->y[i] += j->x[i];
 }
 
 static void cpu_add(tome_backend *be, float *y, const float *x, int64_t n) {
-    (void)be;
-    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+    qc_forget(be);
+    ew_job j = {y, x, NULL, NULL, 0, 0};
+    if (n >= 4 * EW_CHUNK && ST(be)->pool) tpool_run(ST(be)->pool, n, EW_CHUNK, add_range, &j);
+    else add_range(&j, 0, n, 0);
 }
 
 /* ---- matmul ----------------------------------------------------------------------------- */
@@ -189,11 +232,18 @@ static void op_matmul(tome_backend *be, float *y, const tome_weight *w, const to
                        const float *x, int n) {
     cpu_state *s = ST(be);
     mm_job j = {s, y, w, bias ? (const float *)bias->data : NULL, x, n, tq_vec_dot_type(w->type), 0};
-    if (!s->exact && j.vdt != GGML_TYPE_F32) {
+    if (!s->exact && j.vdt != GGML_TYPE_F32 &&
+        !(s->qc_x == x && s->qc_n == n && s->qc_cols == w->cols && s->qc_vdt == j.vdt)) {
         j.a_row = ggml_row_size(j.vdt, w->cols);
         tpool_run(s->pool, n, 1, mm_quantize, &j);
+        s->qc_x = x, s->qc_n = n, s->qc_cols = w->cols, s->qc_vdt = j.vdt;
     }
     tpool_run(s->pool, w->rows, 16, mm_rows, &j);
+    if (s->qc_x) { /* an output overlapping the quantised input makes it stale */
+        uintptr_t y0 = (uintptr_t)y, y1 = (uintptr_t)(y + (size_t)n * (size_t)w->rows);
+        uintptr_t x0 = (uintptr_t)s->qc_x, x1 = (uintptr_t)(s->qc_x + (size_t)s->qc_n * (size_t)s->qc_cols);
+        if (y0 < x1 && x0 < y1) s->qc_x = NULL;
+    }
 }
 
 /* ---- RoPE + KV store ------------------------------------------------------------------ */
@@ -238,6 +288,7 @@ static void kv_prepare(cpu_state *s, int n, int pos0) {
 
 static void cpu_rope_kv_store(tome_backend *be, int layer, float *q, float *k, const float *v, int n,
                               int pos0) {
+    qc_forget(be);
     cpu_state *s = ST(be);
     const tome_hparams *hp = &s->hp;
     const int qd = hp->n_head * hp->head_dim;
@@ -267,6 +318,7 @@ typedef struct att_job {
     int layer, pos0;
     float *out;
     const float *q;
+    int n; /* query positions */
 } att_job;
 
 static void att_items(void *ctx, int64_t st, int64_t en, int tid) {
@@ -316,6 +368,10 @@ static void att_items(void *ctx, int64_t st, int64_t en, int tid) {
 }
 
 /* Paged: one item = (token, kv head group); kv_attend reads that group's pages in place. */
+/* Work items: (block of ATT_QB query positions, kv head). A block shares each K/V tile among
+ * its queries (kv_attend_block); decode is one block of one query per kv head. */
+enum { ATT_QB = 16 };
+
 static void att_paged(void *ctx, int64_t st, int64_t en, int tid) {
     (void)tid;
     att_job *j = ctx;
@@ -323,24 +379,28 @@ static void att_paged(void *ctx, int64_t st, int64_t en, int tid) {
     const tome_hparams *hp = &s->hp;
     const int G = hp->n_head_kv, rep = hp->n_head / hp->n_head_kv;
     for (int64_t it = st; it < en; it++) {
-        const int i = (int)(it / G), g = (int)(it % G);
+        const int i = (int)(it / G) * ATT_QB, g = (int)(it % G);
+        const int nq = TOME_MIN(ATT_QB, j->n - i);
         kv_attn a = {hp->n_head, g * rep, (g + 1) * rep, 1.0f / sqrtf((float)hp->head_dim), s->window,
                      s->window > 0 ? s->sinks : 0};
-        if (kv_attend(&s->kv, s->seq, j->layer, &a, j->q + (int64_t)i * hp->n_head * hp->head_dim,
-                      (int64_t)j->pos0 + i, j->out + (int64_t)i * hp->n_head * hp->head_dim_v))
-            s->kv_failed = 1; /* benign race: every writer stores 1 */
+        const float *q = j->q + (int64_t)i * hp->n_head * hp->head_dim;
+        float *out = j->out + (int64_t)i * hp->n_head * hp->head_dim_v;
+        int rc = nq == 1 ? kv_attend(&s->kv, s->seq, j->layer, &a, q, (int64_t)j->pos0 + i, out)
+                         : kv_attend_block(&s->kv, s->seq, j->layer, &a, q, nq, (int64_t)j->pos0 + i, out);
+        if (rc) s->kv_failed = 1; /* benign race: every writer stores 1 */
     }
 }
 
 static void cpu_attention(tome_backend *be, int layer, float *out, const float *q, int n, int pos0) {
+    qc_forget(be);
     cpu_state *s = ST(be);
-    att_job j = {s, layer, pos0, out, q};
+    att_job j = {s, layer, pos0, out, q, n};
     if (s->paged) {
         if (s->kv_failed) {
             memset(out, 0, (size_t)n * s->hp.n_head * s->hp.head_dim_v * sizeof(float));
             return;
         }
-        tpool_run(s->pool, (int64_t)n * s->hp.n_head_kv, 1, att_paged, &j);
+        tpool_run(s->pool, (int64_t)((n + ATT_QB - 1) / ATT_QB) * s->hp.n_head_kv, 1, att_paged, &j);
     } else {
         tpool_run(s->pool, (int64_t)n * s->hp.n_head, 1, att_items, &j);
     }
@@ -354,6 +414,7 @@ static void cpu_logits(tome_backend *be, float *host, float *x, const tome_weigh
                        const tome_weight *out, int n) {
     cpu_rmsnorm(be, x, x, norm, n, eps);
     op_matmul(be, host, out, NULL, x, n);
+    qc_forget(be); /* host is not a backend buffer, and x is the caller's to clobber */
 }
 
 /* ---- lifetime ----------------------------------------------------------------------------- */

@@ -1,24 +1,49 @@
 /* pool.c — fork-join thread pool (see pool.h).
  *
- * Workers sleep on a condition variable and wake on a generation counter; each job is
- * described by (fn, ctx, n, align) in the pool struct and completion is counted under the
- * same mutex. Simple rather than fast to wake: a job is a whole matmul or attention call,
- * which dwarfs the wake-up cost for the model sizes the CPU path targets.
+ * A decode step of a small model is ~100 fork-joins of 20-100 µs each, so waking the workers
+ * must cost far less than a futex round trip (measured: with a condition variable per job,
+ * two threads decoded the 125M Q8_0 shape at 0.6× the speed of one). Jobs are therefore
+ * published with a generation counter that idle workers spin on for a while (TPOOL_SPIN
+ * rounds of `pause`, a few hundred µs) before they go to sleep on a condition variable; the
+ * caller counts completions with an atomic and spins (yielding now and then) until they are
+ * all in. A pool kept busy never touches the mutex; one left idle costs nothing after the
+ * spin runs out.
+ *
+ * Sleeping is a Dekker handshake between `gen` and `sleepers` (both sequentially consistent):
+ * a worker increments `sleepers` under the mutex and re-reads `gen` before waiting; the caller
+ * bumps `gen` and then reads `sleepers`, broadcasting under the mutex only when someone may be
+ * asleep. Either the worker sees the new generation or the caller sees the sleeper.
  */
 #include "cpu/pool.h"
 
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CPU_RELAX() _mm_pause()
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+enum {
+    TPOOL_SPIN = 1 << 15,  /* rounds a worker polls for work before sleeping (~0.3-1 ms) */
+    TPOOL_YIELD = 1 << 10, /* rounds between sched_yield calls while the caller waits */
+};
 
 struct tpool {
     int n;                 /* threads including the caller */
     pthread_t *th;         /* n - 1 workers */
     pthread_mutex_t mu;
-    pthread_cond_t go, done;
-    uint64_t gen;          /* bumped per job */
-    int pending;           /* workers still running the current job */
-    int quit;
+    pthread_cond_t go;
+    _Atomic uint64_t gen;  /* bumped per job (and at quit) */
+    _Atomic int sleepers;  /* workers inside the condition-variable wait */
+    _Atomic int pending;   /* workers still running the current job */
+    _Atomic int quit;
+    /* the current job: written before gen is bumped, read after it is seen */
     tpool_fn fn;
     void *ctx;
     int64_t total, align;
@@ -37,26 +62,47 @@ static void range_of(const tpool *p, int tid, int64_t *s, int64_t *e) {
     if (*e > p->total) *e = p->total;
 }
 
+/* Waits until gen differs from `seen`; returns the new generation. */
+static uint64_t wait_job(tpool *p, uint64_t seen) {
+    for (int i = 0; i < TPOOL_SPIN; i++) {
+        uint64_t g = atomic_load_explicit(&p->gen, memory_order_acquire);
+        if (g != seen) return g;
+        CPU_RELAX();
+    }
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add(&p->sleepers, 1);
+    uint64_t g;
+    while ((g = atomic_load(&p->gen)) == seen) pthread_cond_wait(&p->go, &p->mu);
+    atomic_fetch_sub(&p->sleepers, 1);
+    pthread_mutex_unlock(&p->mu);
+    return g;
+}
+
 static void *worker(void *arg) {
     worker_arg *wa = arg;
     tpool *p = wa->p;
     int tid = wa->tid;
     free(wa);
     uint64_t seen = 0;
-    pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->quit && p->gen == seen) pthread_cond_wait(&p->go, &p->mu);
-        if (p->quit) break;
-        seen = p->gen;
-        pthread_mutex_unlock(&p->mu);
+        seen = wait_job(p, seen);
+        if (atomic_load_explicit(&p->quit, memory_order_acquire)) break;
         int64_t s, e;
         range_of(p, tid, &s, &e);
         if (s < e) p->fn(p->ctx, s, e, tid);
-        pthread_mutex_lock(&p->mu);
-        if (--p->pending == 0) pthread_cond_signal(&p->done);
+        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
+}
+
+/* Publishes a new generation and wakes sleepers if there may be any. */
+static void publish(tpool *p) {
+    atomic_fetch_add(&p->gen, 1); /* seq_cst: ordered before the sleepers load */
+    if (atomic_load(&p->sleepers) > 0) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->go);
+        pthread_mutex_unlock(&p->mu);
+    }
 }
 
 tpool *tpool_new(int n_threads) {
@@ -70,7 +116,6 @@ tpool *tpool_new(int n_threads) {
     p->n = n_threads;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->go, NULL);
-    pthread_cond_init(&p->done, NULL);
     p->th = calloc((size_t)n_threads, sizeof *p->th);
     if (!p->th) { tpool_free(p); return NULL; }
     for (int i = 1; i < n_threads; i++) {
@@ -90,14 +135,11 @@ tpool *tpool_new(int n_threads) {
 
 void tpool_free(tpool *p) {
     if (!p) return;
-    pthread_mutex_lock(&p->mu);
-    p->quit = 1;
-    pthread_cond_broadcast(&p->go);
-    pthread_mutex_unlock(&p->mu);
+    atomic_store(&p->quit, 1);
+    publish(p);
     for (int i = 1; i < p->n; i++) pthread_join(p->th[i - 1], NULL);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->go);
-    pthread_cond_destroy(&p->done);
     free(p->th);
     free(p);
 }
@@ -111,19 +153,17 @@ void tpool_run(tpool *p, int64_t n, int64_t align, tpool_fn fn, void *ctx) {
         fn(ctx, 0, n, 0);
         return;
     }
-    pthread_mutex_lock(&p->mu);
     p->fn = fn;
     p->ctx = ctx;
     p->total = n;
     p->align = align;
-    p->pending = p->n - 1;
-    p->gen++;
-    pthread_cond_broadcast(&p->go);
-    pthread_mutex_unlock(&p->mu);
+    atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
+    publish(p);
     int64_t s, e;
     range_of(p, 0, &s, &e);
     if (s < e) fn(ctx, s, e, 0);
-    pthread_mutex_lock(&p->mu);
-    while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    for (unsigned i = 1; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; i++) {
+        CPU_RELAX();
+        if (i % TPOOL_YIELD == 0) sched_yield();
+    }
 }
