@@ -182,7 +182,7 @@ cmd_test() {
   stage cli bash tests/cli.sh
   stage asan env ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/tests-san
   if build_fake_cuda; then
-    stage gpu-emu env LD_LIBRARY_PATH=build/fake build/tests-rel gpu_e2e_ device
+    stage gpu-emu env LD_LIBRARY_PATH=build/fake build/tests-rel gpu_e2e_ device gpu_op_gemm_ test_cuda_fa
     stage gpu-emu-cli env TOME_CLI_ONLY=70-device LD_LIBRARY_PATH=build/fake bash tests/cli.sh
   else
     echo "FAIL gpu-emu: tests/fake_cuda.c does not build"; TOTAL_F=$((TOTAL_F + 1))

@@ -836,7 +836,7 @@ static int cmd_bench(int argc, char **argv) {
         if (!strncmp(argv[i], "--tokenize", 10) && (!argv[i][10] || argv[i][10] == '=')) return bench_tokenize(argc, argv);
     const char *model = NULL, *cpu_kern = NULL;
     long long n_prompt = 512, n_gen = 128, n_threads = 0, reps = 3, n_batch = 64, bw_mib = 1024;
-    int json = 0, exact = 0, quiet = 0, rc = 0;
+    int json = 0, exact = 0, quiet = 0, rc = 0, no_graphs = 0;
     device_request drq = {0};
     args a = {argc, argv, 1, NULL};
     for (; a.i < argc; a.i++) {
@@ -853,6 +853,7 @@ static int cmd_bench(int argc, char **argv) {
         else if (is_flag(&a, "--cpu-kernels", NULL)) { VAL(); cpu_kern = v; }
         else if (!strcmp(argv[a.i], "--json")) json = 1;
         else if (!strcmp(argv[a.i], "--exact")) exact = 1;
+        else if (!strcmp(argv[a.i], "--no-graphs")) no_graphs = 1;
         else if (!strcmp(argv[a.i], "-q") || !strcmp(argv[a.i], "--quiet")) quiet = 1;
         else if (device_arg(&a, &drq, &rc)) { if (rc) return rc; }
         else return unknown_flag("bench", argv[a.i]);
@@ -876,6 +877,7 @@ static int cmd_bench(int argc, char **argv) {
     if ((rc = choose_device(&drq, bm->g, NULL, cset[0] ? cset : NULL, quiet, &dc))) { model_free(bm); return rc; }
     engine_lc blc = {0};
     blc.gpu = dc.dev;
+    blc.no_graphs = no_graphs;
     if (dc.gpu && !quiet && isatty(2)) { blc.on_upload = upload_bar; blc.upload_ud = &dc; }
     if (engine_from_model_lc(&en, bm, &ep, &blc, &e)) { device_release(&dc); return fail_err(&e); }
     bench_result r;
@@ -883,6 +885,15 @@ static int cmd_bench(int argc, char **argv) {
     if (rc) { engine_close(en); device_release(&dc); return fail_err(&e); }
     const uint64_t wb = bench_weight_bytes(en->m);
     const int nb = en->n_batch;
+    char graphs[160] = ""; /* GPU: whether decode steps ran as CUDA graph replays */
+    if (dc.gpu) {
+        uint64_t gsteps = 0, greps = 0;
+        const char *goff = NULL;
+        cuda_backend_graph_stats(en->be, &gsteps, &greps, &goff);
+        if (goff) snprintf(graphs, sizeof graphs, "off (%s)", goff);
+        else snprintf(graphs, sizeof graphs, "on (%llu of %llu decode steps replayed as one CUDA graph)",
+                      (unsigned long long)greps, (unsigned long long)gsteps);
+    }
     engine_close(en);
     char where[192];
     if (dc.gpu) snprintf(where, sizeof where, "GPU %d (%s)", dc.ordinal, dc.dev->name);
@@ -906,6 +917,7 @@ static int cmd_bench(int argc, char **argv) {
                               "decode_tok_s", tg, "decode_tok_s_mean", tg_mean, "decode_ms_per_token",
                               tg > 0 ? 1000.0 / tg : 0.0, "weight_bytes_per_token", (json_int_t)wb,
                               "decode_weight_gb_s", wgbs, "read_bw_gb_s", bps / 1e9, "read_bw_fraction", frac);
+        if (o && graphs[0]) json_object_set_new(o, "cuda_graphs", json_string(graphs));
         char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
         if (s) puts(s);
         free(s);
@@ -919,6 +931,7 @@ static int cmd_bench(int argc, char **argv) {
         if (n_gen > 0) {
             printf("decode:  %d tokens: %.1f tok/s (%.1f), %.2f ms/token\n", (int)n_gen, tg, tg_mean,
                    tg > 0 ? 1000.0 / tg : 0.0);
+            if (graphs[0]) printf("graphs:  %s\n", graphs);
             printf("weights: %.1f MB read per decode token = %.1f GB/s", (double)wb / 1e6, wgbs);
             if (bps > 0)
                 printf(" = %.0f%% of the measured read bandwidth %.1f GB/s (%d threads, %lld MiB, best of 5)", 100 * frac,
@@ -961,8 +974,9 @@ static const char *k_help =
     "            [--ids | --pieces] [--special] [--bos | --no-bos]  ids on one line, no BOS by default\n"
     "            bench --tokenize FILE (-m MODEL | --tokenizer DIR): tokenizer MB/s on one core\n"
     "  bench     -m MODEL [-p 512] [-n 128] [-t N] [-r 3] [-b 64] [--json] [--bw-mib 1024]\n"
-    "            [--exact] [--cpu-kernels scalar|avx2|avx512] [--gpu[=N] | --cpu] [-q]\n"
+    "            [--exact] [--cpu-kernels scalar|avx2|avx512] [--gpu[=N] | --cpu] [--no-graphs] [-q]\n"
     "                                      prefill / decode tok/s, weight GB/s vs read bandwidth\n"
+    "                                      (--no-graphs: GPU decode steps as plain launches)\n"
     "\n"
     "exit codes: 0 ok; 1 bad flags; 2 invalid input (missing, unreadable or malformed file,\n"
     "  bad UTF-8, prompt longer than the context, bad JSONL line); 3 a valid model tome cannot\n"

@@ -7,8 +7,10 @@
  *
  * Activations are float buffers obtained from the backend (`alloc`): host memory on the CPU,
  * device memory on a GPU. forward() never dereferences them; it only passes them to ops and
- * copies the logits back with `logits`. A row offset into a buffer (x + i * width) is a valid
- * buffer argument too (on a GPU, the same arithmetic on the device address). Weights are tome_weight views into the mmap'd GGUF
+ * copies the logits back with `logits`. Their contents change only through ops: the CPU backend
+ * relies on it to quantise a matmul input once for the Q/K/V (gate/up) matmuls that share it.
+ * A row offset into a buffer (x + i * width) is a valid buffer argument too (on a GPU, the same
+ * arithmetic on the device address). Weights are tome_weight views into the mmap'd GGUF
  * (used in place, never copied); a row range of a fused tensor (phi3's attn_qkv, ffn_up) is
  * itself a tome_weight.
  *
@@ -57,6 +59,7 @@ typedef struct backend_config {
     int page_tokens;               /* paged cache page size; 0 = KV_DEFAULT_PAGE_TOKENS */
     int window;                    /* attention window W (0 = plain causal) */
     int sinks;                     /* StreamingLLM sink tokens (with window > 0: streaming) */
+    int no_graphs;                 /* GPU: 1 = plain launches for decode steps (no CUDA graph) */
 } backend_config;
 
 #define KV_TYPE_F32 (-1) /* backend_config.kv_type: contiguous float cache (reference path) */
@@ -90,6 +93,13 @@ typedef struct backend_ops {
     void (*logits)(tome_backend *be, float *host, float *x, const tome_weight *norm, float eps,
                    const tome_weight *out, int n);
     void (*destroy)(tome_backend *be);
+    /* Optional (NULL: never called; the CPU backend leaves them NULL). forward() calls
+     * step_begin(n, pos0) before its first op and step_end after its last (logits included).
+     * Between the two a backend may defer the ops and run them all in step_end, so the ops'
+     * results (logits included) are defined only once step_end has returned. The CUDA backend
+     * uses it to run a decode step (n == 1) as one replayed CUDA graph. */
+    void (*step_begin)(tome_backend *be, int n, int pos0);
+    void (*step_end)(tome_backend *be);
 } backend_ops;
 
 struct tome_backend {

@@ -212,7 +212,7 @@ int engine_from_model_lc(engine **out, tome_model *m, const engine_params *p, co
     rope_table rt;
     if ((rc = model_rope_table(m, en->n_ctx, &rt, e))) goto fail;
     backend_config cfg = {&m->hp, &rt, en->n_ctx, en->n_batch, p->n_threads, p->exact, p->cpu_kernels,
-                          en->kv_type, lc->page_tokens, en->window, en->window > 0 ? en->sinks : 0};
+                          en->kv_type, lc->page_tokens, en->window, en->window > 0 ? en->sinks : 0, lc->no_graphs};
     if (lc->gpu) {
         en->on_gpu = 1;
         rc = cuda_backend_new(&en->be, &cfg, lc->gpu, m->g->base + m->g->data_offset, pl.weight_bytes, lc->on_upload,

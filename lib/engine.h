@@ -51,6 +51,7 @@ typedef struct engine_lc {
                                 close it after engine_close). The plan then counts its memory;
                                 f16/q8/q4 KV (f32: TOME_EFLAGS); a tensor type the GPU kernels
                                 lack is TOME_EUNSUPPORTED (cuda_check_weights). */
+    int no_graphs;           /* GPU: 1 = decode steps as plain launches, no CUDA graph (bench --no-graphs) */
     cuda_upload_fn on_upload;/* GPU: weight upload progress (may be NULL) */
     void *upload_ud;
 } engine_lc;

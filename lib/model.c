@@ -252,6 +252,7 @@ void forward(const tome_model *m, tome_fwd *f, const int32_t *ids, int n, int po
     const int64_t E = hp->n_embd;
     const float eps = hp->norm_eps;
 
+    if (o->step_begin) o->step_begin(be, n, pos0);
     o->embed(be, f->x, &m->tok_embd, ids, n);
     for (int il = 0; il < hp->n_layer; il++) {
         const tome_layer *L = &m->layers[il];
@@ -276,7 +277,9 @@ void forward(const tome_model *m, tome_fwd *f, const int32_t *ids, int n, int po
         o->matmul(be, f->xb, &L->w_down, NULL, f->hg, n);
         o->add(be, f->x, f->xb, (int64_t)n * E);
     }
-    if (!logits) return;
-    if (all_logits) o->logits(be, logits, f->x, &m->output_norm, eps, &m->output, n);
-    else o->logits(be, logits, f->x + (int64_t)(n - 1) * E, &m->output_norm, eps, &m->output, 1);
+    if (logits) {
+        if (all_logits) o->logits(be, logits, f->x, &m->output_norm, eps, &m->output, n);
+        else o->logits(be, logits, f->x + (int64_t)(n - 1) * E, &m->output_norm, eps, &m->output, 1);
+    }
+    if (o->step_end) o->step_end(be); /* the logits are defined from here on */
 }

@@ -41,22 +41,7 @@ TEST(cuda_absent_driver_is_a_clean_error) {
 /* ---- GPU vs CPU op checks (run by tests/gpu.sh on a machine with a GPU) ------------------ */
 
 #include "cuda/ops.h"
-
-/* Opens GPU 0 or skips. */
-#define GPU_OR_SKIP(d)                                                                   \
-    cuda_dev *d = NULL;                                                                  \
-    do {                                                                                 \
-        char why_[256] = "";                                                             \
-        if (cuda_device_count(why_, sizeof why_) == 0) SKIP("no GPU: %s", why_);        \
-        terr e_ = {0};                                                                   \
-        REQUIREF(cuda_open(&d, 0, &e_) == 0, "%s", e_.msg);                             \
-    } while (0)
-
-static void fill_random(float *x, int64_t n, uint64_t seed, float scale) {
-    trng r;
-    trng_seed(&r, seed);
-    for (int64_t i = 0; i < n; i++) x[i] = (trng_f32(&r) * 2 - 1) * scale + 0.01f; /* never all zero */
-}
+#include "gpu_test.h"
 
 /* Device buffer of n floats, poisoned with 0xFF bytes (NaN) so unwritten outputs show. */
 static CUdeviceptr dev_floats(cuda_dev *d, const float *host, int64_t n, terr *e) {
@@ -85,8 +70,8 @@ TEST(gpu_op_add_swiglu) {
     for (size_t s = 0; s < TOME_ARRAY_LEN(sizes); s++) {
         int64_t n = sizes[s];
         float *a = malloc(n * 4), *b = malloc(n * 4), *got = malloc(n * 4), *want = malloc(n * 4);
-        fill_random(a, n, 1 + s, 8.0f);
-        fill_random(b, n, 100 + s, 3.0f);
+        gpu_fill_random(a, n, 1 + s, 8.0f);
+        gpu_fill_random(b, n, 100 + s, 3.0f);
         terr e = {0};
         CUdeviceptr da = dev_floats(d, a, n, &e), db = dev_floats(d, b, n, &e), dout = dev_floats(d, NULL, n, &e);
         REQUIREF(da && db && dout, "%s", e.msg);
@@ -116,8 +101,8 @@ TEST(gpu_op_rmsnorm) {
         int rows = shapes[s][0], cols = shapes[s][1];
         int64_t n = (int64_t)rows * cols;
         float *x = malloc(n * 4), *w = malloc(cols * 4), *got = malloc(n * 4), *want = malloc(n * 4);
-        fill_random(x, n, 7 + s, 2.0f);
-        fill_random(w, cols, 70 + s, 1.0f);
+        gpu_fill_random(x, n, 7 + s, 2.0f);
+        gpu_fill_random(w, cols, 70 + s, 1.0f);
         /* the CPU reference's numerics: squares summed in double, 1/sqrtf(mean + eps) */
         for (int r = 0; r < rows; r++) {
             double ss = 0;
@@ -167,7 +152,7 @@ static uint8_t *make_weight(uint32_t type, int64_t rows, int64_t cols, uint64_t 
     size_t rb = ggml_row_size(type, cols);
     uint8_t *w = malloc(rb * rows);
     float *f = malloc(sizeof(float) * rows * cols);
-    fill_random(f, rows * cols, seed, 1.0f);
+    gpu_fill_random(f, rows * cols, seed, 1.0f);
     for (int64_t r = 0; r < rows; r++) tq_quantize(type, f + r * cols, w + r * rb, cols);
     for (int64_t r = 0; r < rows; r++) tq_dequantize(type, w + r * rb, f + r * cols, cols);
     *deq = f;
@@ -198,8 +183,8 @@ TEST(gpu_op_matmul) {
                 uint8_t *wq = make_weight(type, rows, cols, 1000 + ti * 16 + ri * 4 + ci, &wf);
                 float *x = malloc(sizeof(float) * n_tok * cols), *bias = malloc(sizeof(float) * rows);
                 float *got = malloc(sizeof(float) * n_tok * rows);
-                fill_random(x, n_tok * cols, 2000 + ti * 16 + ri * 4 + ci, 2.0f);
-                fill_random(bias, rows, 3000 + ri, 1.0f);
+                gpu_fill_random(x, n_tok * cols, 2000 + ti * 16 + ri * 4 + ci, 2.0f);
+                gpu_fill_random(bias, rows, 3000 + ri, 1.0f);
                 terr e = {0};
                 cuda_weight w = {.type = type, .rows = rows, .cols = cols,
                                  .row_bytes = ggml_row_size(type, cols)};
@@ -287,7 +272,7 @@ TEST(gpu_op_rope) {
             int64_t nx = (int64_t)n * n_heads * head_dim;
             float *x = malloc(sizeof(float) * nx), *want = malloc(sizeof(float) * nx);
             float *got = malloc(sizeof(float) * nx), *cs = malloc(sizeof(float) * n * rd);
-            fill_random(x, nx, 77 + rd + neox, 3.0f);
+            gpu_fill_random(x, nx, 77 + rd + neox, 3.0f);
             memcpy(want, x, sizeof(float) * nx);
             for (int i = 0; i < n; i++) {
                 rope_cos_sin(&tab, pos[i], cs + (size_t)i * rd);
@@ -330,8 +315,8 @@ static int kv_fixture(kv_cache *c, int *seq, int H, int D, int Dv, int P, int64_
     kv_seq_free(c, decoy);
     *k = malloc(sizeof(float) * len * H * D);
     *v = malloc(sizeof(float) * len * H * Dv);
-    fill_random(*k, len * H * D, seed, 1.0f);
-    fill_random(*v, len * H * Dv, seed + 1, 1.0f);
+    gpu_fill_random(*k, len * H * D, seed, 1.0f);
+    gpu_fill_random(*v, len * H * Dv, seed + 1, 1.0f);
     return kv_store(c, *seq, 1, 0, len, *k, *v) == 0;
 }
 
@@ -408,7 +393,7 @@ TEST(gpu_op_attention_f16) {
                 size_t nq = (size_t)n_q * n_head * D;
                 float *q = malloc(sizeof(float) * nq), *want = malloc(sizeof(float) * nq);
                 float *got = malloc(sizeof(float) * nq);
-                fill_random(q, nq, 400 + li * 8 + ri * 2 + mi, 4.0f); /* logits spread over ~+-10 */
+                gpu_fill_random(q, nq, 400 + li * 8 + ri * 2 + mi, 4.0f); /* logits spread over ~+-10 */
                 kv_attn a = {.n_head = n_head, .scale = 1.0f / sqrtf((float)D), .window = masks[mi][0],
                              .sinks = masks[mi][1]};
                 REQUIRE(kv_attend_block(&c, seq, 1, &a, q, n_q, pos0, want) == 0);
@@ -443,7 +428,7 @@ TEST(gpu_op_argmax) {
     for (size_t s = 0; s < TOME_ARRAY_LEN(sizes); s++) {
         int64_t n = sizes[s];
         float *x = malloc(sizeof(float) * n);
-        fill_random(x, n, 900 + s, 10.0f);
+        gpu_fill_random(x, n, 900 + s, 10.0f);
         if (n > 100) { /* a tie for the maximum (the lower index must win) and a NaN */
             x[n - 3] = 20.0f;
             x[n / 3] = 20.0f;
@@ -559,9 +544,9 @@ TEST(gpu_op_rope_kv_store_quant) {
                 float *kr = malloc(sizeof(float) * len * H * D), *qr = malloc(sizeof(float) * len * n_head * D);
                 float *gq = malloc(sizeof(float) * len * n_head * D);
                 uint64_t seed = 1000 + dt * 8 + si * 2 + neox;
-                fill_random(k, len * H * D, seed, 3.0f);
-                fill_random(v, len * H * Dv, seed + 1, 0.5f);
-                fill_random(q, len * n_head * D, seed + 2, 2.0f);
+                gpu_fill_random(k, len * H * D, seed, 3.0f);
+                gpu_fill_random(v, len * H * Dv, seed + 1, 0.5f);
+                gpu_fill_random(q, len * n_head * D, seed + 2, 2.0f);
                 /* rows where one value dominates (q8 scale from an outlier), a constant row (q4
                  * d = 0), and values past the f16 range (the scale clamps at 65504) */
                 for (int i = 0; i < D; i++) k[(size_t)4 * H * D + i] = i == 3 ? 40.0f : 0.001f * i;
@@ -639,8 +624,8 @@ TEST(gpu_op_flash_decode) {
             int seq;
             REQUIRE(kvq_open(&c, &seq, (kv_dtype)dt, H, D, D, P, len));
             float *k = malloc(sizeof(float) * len * H * D), *v = malloc(sizeof(float) * len * H * D);
-            fill_random(k, len * H * D, 500 + dt * 4 + li, 1.0f);
-            fill_random(v, len * H * D, 600 + dt * 4 + li, 1.0f);
+            gpu_fill_random(k, len * H * D, 500 + dt * 4 + li, 1.0f);
+            gpu_fill_random(v, len * H * D, 600 + dt * 4 + li, 1.0f);
             REQUIRE(kv_store(&c, seq, 1, 0, len, k, v) == 0);
             int64_t np;
             const int32_t *pages = kv_seq_pages(&c, seq, &np);
@@ -658,7 +643,7 @@ TEST(gpu_op_flash_decode) {
                     size_t nq = (size_t)n_head * D;
                     float *q = malloc(sizeof(float) * nq), *want = malloc(sizeof(float) * nq);
                     float *got = malloc(sizeof(float) * nq);
-                    fill_random(q, nq, 700 + dt * 64 + li * 16 + ri * 4 + mi, 4.0f);
+                    gpu_fill_random(q, nq, 700 + dt * 64 + li * 16 + ri * 4 + mi, 4.0f);
                     kv_attn a = {.n_head = n_head, .scale = 1.0f / sqrtf((float)D), .window = masks[mi][0],
                                  .sinks = masks[mi][1]};
                     /* the last position, and one mid-sequence (keys after it stay invisible) */
@@ -666,15 +651,32 @@ TEST(gpu_op_flash_decode) {
                     for (int pi = 0; pi < 2; pi++) {
                         int64_t qp = qps[pi];
                         REQUIRE(kv_attend(&c, seq, 1, &a, q, qp, want) == 0);
-                        /* splits: the automatic count, one block per head, and an odd count */
-                        int splits[3] = {cuda_flash_decode_splits(d, &L, qp + 1), 1, 7};
-                        for (int s = 0; s < 3; s++) {
-                            size_t sb = cuda_flash_decode_scratch_bytes(n_head, D, splits[s]);
+                        /* splits: the automatic count, one block per head, and an odd count; then
+                         * (s = 3) the decode-step form: the key range read from a device header
+                         * ({n_sink, win_lo, n_visible}) over the split count of a 1M context, most
+                         * splits empty; each with the current kernel and with tome_flash_decode_v1 */
+                        const int maxs = cuda_flash_decode_splits(d, &L, (int64_t)1 << 20);
+                        int splits[4] = {cuda_flash_decode_splits(d, &L, qp + 1), 1, 7, maxs};
+                        int64_t lo = 0, se = 0;
+                        if (a.window > 0) {
+                            lo = qp - a.window + 1 > 0 ? qp - a.window + 1 : 0;
+                            se = a.sinks < lo ? a.sinks : lo;
+                        }
+                        const uint64_t hdr[3] = {(uint64_t)se, (uint64_t)lo, (uint64_t)(se + qp + 1 - lo)};
+                        for (int s = 0; s < 8; s++) {
+                            d->flash_v1 = s & 1;
+                            const int si = s / 2;
+                            size_t sb = cuda_flash_decode_scratch_bytes(n_head, D, splits[si]);
                             CUdeviceptr dq = dev_floats(d, q, nq, &e), dout = dev_floats(d, NULL, nq, &e);
-                            CUdeviceptr dscr = dev_bytes(d, NULL, sb, &e);
-                            REQUIREF(dq && dout && dscr, "%s", e.msg);
-                            REQUIREF(cuda_flash_decode(d, dout, dq, n_head, &L, (kv_dtype)dt, dbt, len, qp, a.scale,
-                                                       a.window, a.sinks, splits[s], dscr, sb, &e) == 0, "%s", e.msg);
+                            CUdeviceptr dscr = dev_bytes(d, NULL, sb, &e), dhdr = dev_bytes(d, hdr, sizeof hdr, &e);
+                            REQUIREF(dq && dout && dscr && dhdr, "%s", e.msg);
+                            if (si == 3)
+                                REQUIREF(cuda_flash_decode_step(d, dout, dq, n_head, &L, (kv_dtype)dt, dbt, dhdr, a.scale,
+                                                                splits[si], dscr, sb, &e) == 0, "%s", e.msg);
+                            else
+                                REQUIREF(cuda_flash_decode(d, dout, dq, n_head, &L, (kv_dtype)dt, dbt, len, qp, a.scale,
+                                                           a.window, a.sinks, splits[si], dscr, sb, &e) == 0, "%s", e.msg);
+                            cuda_free(d, dhdr);
                             REQUIREF(cuda_download(d, got, dout, sizeof(float) * nq, &e) == 0, "%s", e.msg);
                             /* Both sides dequantise the same page bytes and sum in f32 in
                              * different orders; e^x differs (ex2.approx vs expf, ~2e-7
@@ -686,10 +688,10 @@ TEST(gpu_op_flash_decode) {
                             for (size_t i = 0; i < nq; i++) err = fmax(err, fabs((double)got[i] - want[i]));
                             if (err != err) err = INFINITY;
                             CHECKF(err <= 2e-5,
-                                   "flash dtype %d len %lld q_pos %lld rep %d window %lld sinks %lld splits %d: "
-                                   "max abs err %.3g",
+                                   "flash%s%s dtype %d len %lld q_pos %lld rep %d window %lld sinks %lld splits %d: "
+                                   "max abs err %.3g", d->flash_v1 ? " (v1)" : "", si == 3 ? " step" : "",
                                    dt, (long long)len, (long long)qp, reps[ri], (long long)a.window,
-                                   (long long)a.sinks, splits[s], err);
+                                   (long long)a.sinks, splits[si], err);
                             cuda_free(d, dq); cuda_free(d, dout); cuda_free(d, dscr);
                         }
                     }

@@ -90,7 +90,7 @@ TEST(device_gpu_backend_kv_types) {
     hp.head_dim = hp.head_dim_v = 8;
     rope_table rt = {0};
     for (int kt = KV_TYPE_F32; kt <= KV_Q4; kt++) {
-        backend_config cfg = {&hp, &rt, 16, 4, 1, 0, NULL, kt, 0, 0, 0};
+        backend_config cfg = {&hp, &rt, 16, 4, 1, 0, NULL, kt, 0, 0, 0, 0};
         tome_backend *be = (tome_backend *)1;
         terr e = {0};
         const int rc = cuda_backend_new(&be, &cfg, NULL, NULL, 0, NULL, NULL, &e);
@@ -100,7 +100,7 @@ TEST(device_gpu_backend_kv_types) {
     }
     hp.head_dim = hp.head_dim_v = 12; /* not a multiple of 8 */
     for (int kt = KV_Q8; kt <= KV_Q4; kt++) {
-        backend_config cfg = {&hp, &rt, 16, 4, 1, 0, NULL, kt, 0, 0, 0};
+        backend_config cfg = {&hp, &rt, 16, 4, 1, 0, NULL, kt, 0, 0, 0, 0};
         tome_backend *be = (tome_backend *)1;
         terr e = {0};
         CHECK(cuda_backend_new(&be, &cfg, NULL, NULL, 0, NULL, NULL, &e) == TOME_EUNSUPPORTED);
@@ -396,18 +396,131 @@ TEST(gpu_e2e_stories260K_kv_quant) {
     free(tok);
 }
 
+/* ---- CUDA graphs of decode steps (issue #9) -------------------------------------------------
+ * The same model on the same GPU twice: decode steps replayed as a CUDA graph (the default)
+ * and as plain launches (no_graphs). The two run the same kernels with the same parameters, so
+ * their logits must be bit-identical at every step of a greedy run that crosses page
+ * boundaries (16-token pages) and so allocates pages after the graph was captured; with f16,
+ * q8 and q4 pages and with window + sinks streaming (pages evicted: holes in the block table).
+ * The graph engine must really have replayed (all but the first two decode steps of each op
+ * list); under tests/fake_cuda.c a captured launch keeps the parameter values it was captured
+ * with and reads device memory at replay, so a per-step value baked into the graph would give
+ * wrong logits here (and against the CPU in gpu_vs_cpu, which runs with graphs too).
+ * With FAKE_CUDA_GRAPHS=fail (the stand-in driver refuses every capture) the fallback must
+ * give the same logits with no replays. */
+
+/* Opens path on dev with lc (+ no_graphs); NULL with a test failure. */
+static engine *graph_engine(tctx *T, cuda_dev *dev, const char *path, engine_lc lc, int no_graphs, int n_batch) {
+    terr e = {0};
+    tome_model *m = NULL;
+    engine *en = NULL;
+    engine_params ep = {.n_ctx = lc.window > 0 ? 64 : 128, .n_batch = n_batch, .n_threads = 0, .exact = 1};
+    lc.gpu = dev;
+    lc.no_graphs = no_graphs;
+    if (model_load(&m, path, &e) || engine_from_model_lc(&en, m, &ep, &lc, &e)) {
+        tt_fail(T, __FILE__, __LINE__, "%s: %s", path, e.msg);
+        return NULL;
+    }
+    return en;
+}
+
+/* n_prompt seeded ids then n_gen greedy steps on both engines; returns the graph engine's
+ * replay count (-1 on failure). */
+static int64_t graphs_vs_plain(tctx *T, cuda_dev *dev, const char *path, const engine_lc *lc, int n_batch, int n_prompt,
+                               int n_gen, const char *what) {
+    engine *g = graph_engine(T, dev, path, *lc, 0, n_batch), *p = g ? graph_engine(T, dev, path, *lc, 1, n_batch) : NULL;
+    int64_t out = -1;
+    if (!g || !p) { engine_close(g); return -1; }
+    terr e = {0};
+    const int V = g->m->hp.n_vocab;
+    int32_t ids[64];
+    uint64_t x = 0x243f6a8885a308d3ull ^ (uint64_t)n_prompt;
+    for (int i = 0; i < n_prompt && i < 64; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        ids[i] = (int32_t)(1 + x % (uint64_t)(V - 1));
+    }
+    int ok = engine_eval(g, ids, n_prompt, NULL, &e) == 0;
+    CHECKF(ok, "%s: graph engine prompt: %s", what, e.msg);
+    ok = ok && engine_eval(p, ids, n_prompt, NULL, &e) == 0;
+    CHECKF(ok, "%s: plain engine prompt: %s", what, e.msg);
+    int same = 0, s = 0;
+    for (; ok && s < n_gen; s++) {
+        const int diff = memcmp(g->logits, p->logits, (size_t)V * sizeof(float)) != 0;
+        CHECKF(!diff, "%s: decode step %d (position %d): graph replay logits differ from plain launches", what, s,
+               n_prompt + s);
+        if (diff) break;
+        same++;
+        int32_t id = argmax(p->logits, V);
+        ok = engine_eval(g, &id, 1, NULL, &e) == 0;
+        CHECKF(ok, "%s: graph engine step %d: %s", what, s, e.msg);
+        ok = ok && engine_eval(p, &id, 1, NULL, &e) == 0;
+        CHECKF(ok, "%s: plain engine step %d: %s", what, s, e.msg);
+    }
+    uint64_t gs = 0, gr = 0, ps = 0, pr = 0;
+    const char *goff = NULL, *poff = NULL;
+    cuda_backend_graph_stats(g->be, &gs, &gr, &goff);
+    cuda_backend_graph_stats(p->be, &ps, &pr, &poff);
+    CHECKF(pr == 0 && poff && !strcmp(poff, "--no-graphs"), "%s: the plain engine replayed %llu graphs (off: %s)", what,
+           (unsigned long long)pr, poff ? poff : "-");
+    printf("  %s: %d positions identical; graph engine: %llu decode steps, %llu graph launches%s%s\n", what, same,
+           (unsigned long long)gs, (unsigned long long)gr, goff ? ", graphs off: " : "", goff ? goff : "");
+    if (ok && same == n_gen) out = (int64_t)gr;
+    engine_close(g);
+    engine_close(p);
+    return out;
+}
+
+TEST(gpu_e2e_graphs) {
+    GPU_DEV_OR_SKIP(dev);
+    if (access("build/mkgguf", X_OK)) { cuda_close(dev); SKIP("build/mkgguf not built"); }
+    const char *pth = mk("graphs", "--arch llama --type q8_0 --n-embd 128 --n-head 4 --n-head-kv 2 --vocab 512 --seed 51");
+    REQUIRE(pth != NULL);
+    char path[512];
+    snprintf(path, sizeof path, "%s", pth);
+    static const char *const kvs[] = {"f16", "q8", "q4"};
+    for (int k = 0; k < 3; k++) {
+        char what[64];
+        /* prompt 5 (one prefill chunk), 40 decode steps over 16-token pages: 3 new pages */
+        engine_lc lc = {.kv = kvs[k], .page_tokens = 16};
+        snprintf(what, sizeof what, "kv %s", kvs[k]);
+        int64_t r = graphs_vs_plain(T, dev, path, &lc, 8, 5, 40, what);
+        /* the first decode step runs plainly (no list to compare with), the second captures */
+        CHECKF(r >= 38, "%s: %lld graph launches over 40 decode steps", what, (long long)r);
+        /* streaming: window 24 + 4 sinks, 90 positions in a 64-position cache: pages evicted */
+        engine_lc st = {.kv = kvs[k], .page_tokens = 16, .window = 24, .sinks = 4};
+        snprintf(what, sizeof what, "kv %s streaming", kvs[k]);
+        r = graphs_vs_plain(T, dev, path, &st, 8, 7, 83, what);
+        CHECKF(r >= 81, "%s: %lld graph launches over 83 decode steps", what, (long long)r);
+    }
+    /* the prompt as decode steps too (n_batch 1: steps without logits, then with: two op lists) */
+    engine_lc lc = {.kv = "q8", .page_tokens = 16};
+    int64_t r = graphs_vs_plain(T, dev, path, &lc, 1, 20, 20, "kv q8, batch 1");
+    CHECKF(r >= 30, "batch 1: %lld graph launches over 39 decode steps", (long long)r);
+    if (strstr(dev->name, "Fake")) { /* the stand-in driver can refuse captures: the fallback */
+        setenv("FAKE_CUDA_GRAPHS", "fail", 1);
+        r = graphs_vs_plain(T, dev, path, &lc, 8, 5, 20, "kv q8, every capture refused");
+        unsetenv("FAKE_CUDA_GRAPHS");
+        CHECKF(r == 0, "refused captures: %lld graph launches", (long long)r);
+    }
+    cuda_close(dev);
+}
+
 /* ---- long-context decode benchmark (tests/gpu.sh longctx; skips unless TOME_LONGCTX_MODEL) ---
  * Opens TOME_LONGCTX_MODEL on the GPU with --kv TOME_LONGCTX_KV (default q4), fills the cache
  * with synthetic K/V written by the kernels (cuda_backend_fill_kv: no real prefill) to each
  * of TOME_LONGCTX_FILLS (comma list of positions or "max", default 131072,1048576,max; "max"
  * is the largest context engine_make_plan finds in free device memory, less the decode
- * steps) and times 8 decode steps there. Checks: the fill and every step succeed, and the
- * logits stay finite. Prints one "longctx:" line per fill for tests/gpu.sh's table. */
-static void longctx_one(tctx *T, cuda_dev *dev, const char *path, const char *kv, const char *fill) {
-    enum { STEPS = 8 };
+ * steps) and times 8 decode steps there, then the decode attention alone
+ * (cuda_backend_time_attention: every layer's flash-decode + merge, the KV bytes it reads per
+ * second). Checks: the fill and every step succeed, and the logits stay finite. Prints one
+ * "longctx:" line per fill for tests/gpu.sh's table. Before the fills, a short context (1024
+ * positions filled, 64 decode steps) with CUDA graphs and without (no_graphs): one
+ * "longctx-short:" line each. */
+static void longctx_one(tctx *T, cuda_dev *dev, const char *path, const char *kv, const char *fill, int no_graphs,
+                        int STEPS) {
     terr e = {0};
     tome_model *m = NULL;
-    engine_lc lc = {.kv = kv, .gpu = dev};
+    engine_lc lc = {.kv = kv, .gpu = dev, .no_graphs = no_graphs};
     engine_params ep = {.n_ctx = 0, .n_batch = 1024, .n_threads = 0, .exact = 1};
     if (model_load(&m, path, &e)) { tt_fail(T, __FILE__, __LINE__, "%s", e.msg); return; }
     int64_t want;
@@ -438,10 +551,12 @@ static void longctx_one(tctx *T, cuda_dev *dev, const char *path, const char *kv
         en->n_past = (int)n;
         int32_t id = 1;
         double t_dec = 0;
+        /* warm-up: the first step (and with graphs, the second, which captures the graph) */
+        const int warm = STEPS > 8 ? 2 : 1;
         for (int s = 0; s < STEPS; s++) {
             t0 = tnow();
             rc = engine_eval(en, &id, 1, NULL, &e);
-            if (s > 0) t_dec += tnow() - t0; /* the first step is a warm-up */
+            if (s >= warm) t_dec += tnow() - t0;
             CHECKF(rc == 0, "decode step %d at %lld: %s", s, (long long)n + s, e.msg);
             if (rc) break;
             int finite = 1, best = 0;
@@ -452,11 +567,25 @@ static void longctx_one(tctx *T, cuda_dev *dev, const char *path, const char *kv
             CHECKF(finite, "decode step %d at %lld: non-finite logits", s, (long long)n + s);
             id = best;
         }
-        if (!rc)
+        uint64_t gsteps = 0, greps = 0;
+        const char *goff = NULL;
+        cuda_backend_graph_stats(en->be, &gsteps, &greps, &goff);
+        if (!rc && STEPS > 8)
+            printf("longctx-short: kv %s fill %lld: graphs %s: decode %.3f ms/step (%.1f tok/s), %llu of %llu steps "
+                   "replayed\n", kv, (long long)n, goff ? "off" : "on", 1e3 * t_dec / (STEPS - warm), (STEPS - warm) / t_dec,
+                   (unsigned long long)greps, (unsigned long long)gsteps);
+        double ms = 0, bytes = 0;
+        if (!rc && STEPS <= 8) {
+            /* the attention alone at the last position decoded, 5 passes over every layer */
+            rc = cuda_backend_time_attention(en->be, n + STEPS, 5, &ms, &bytes, &e);
+            CHECKF(rc == 0, "time-attention at %lld: %s", (long long)n + STEPS, e.msg);
+        }
+        if (!rc && STEPS <= 8)
             printf("longctx: kv %s fill %lld: open %.1f s, fill %.1f s (%.0f tok/s), decode %.2f ms/step "
-                   "(%.1f tok/s), KV %.1f GiB\n", kv, (long long)n, t_open, t_fill, n / t_fill,
-                   1e3 * t_dec / (STEPS - 1), (STEPS - 1) / t_dec,
-                   (double)n * cpu_kv_token_bytes(&m->hp, en->kv_type) / 1073741824.0);
+                   "(%.1f tok/s), KV %.1f GiB, attention %.3f ms = %.2f TB/s of KV, graphs %s\n", kv, (long long)n,
+                   t_open, t_fill, n / t_fill, 1e3 * t_dec / (STEPS - warm), (STEPS - warm) / t_dec,
+                   (double)n * cpu_kv_token_bytes(&m->hp, en->kv_type) / 1073741824.0, ms, bytes / (ms * 1e-3) / 1e12,
+                   goff ? "off" : "on");
     }
     engine_close(en);
 }
@@ -469,7 +598,10 @@ TEST(gpu_longctx_fill_decode) {
     const char *fills = getenv("TOME_LONGCTX_FILLS");
     char list[256];
     snprintf(list, sizeof list, "%s", fills && *fills ? fills : "131072,1048576,max");
+    kv = kv && *kv ? kv : "q4";
+    longctx_one(T, dev, path, kv, "1024", 0, 64); /* short context: graphs against plain launches */
+    longctx_one(T, dev, path, kv, "1024", 1, 64);
     for (char *sv = NULL, *f = strtok_r(list, ",", &sv); f; f = strtok_r(NULL, ",", &sv))
-        longctx_one(T, dev, path, kv && *kv ? kv : "q4", f);
+        longctx_one(T, dev, path, kv, f, 0, 8);
     cuda_close(dev);
 }

@@ -41,8 +41,8 @@ int cuda_check_weights(const gguf *g, terr *e);
 int cuda_mem_info(cuda_dev *d, uint64_t *free_b, uint64_t *total_b, terr *e);
 
 /* Device bytes the backend allocates besides the weights and the KV pool, for n_batch-token
- * chunks (ids, RoPE tables, logits, flash-decode partials; the activations themselves are
- * counted by the engine). */
+ * chunks (ids, RoPE tables, logits, flash-decode partials, the decode-step header; the
+ * activations themselves are counted by the engine). */
 uint64_t cuda_backend_scratch_bytes(const tome_hparams *hp, int n_batch);
 
 /* Benchmark hook (tests/test_device.c gpu_longctx_*, tests/gpu.sh longctx): restarts the
@@ -52,5 +52,18 @@ uint64_t cuda_backend_scratch_bytes(const tome_hparams *hp, int n_batch);
  * the model. The caller then sets its engine's n_past to n. Synchronises; returns 0 or the
  * first error (TOME_EFLAGS: n outside 1 .. n_ctx). */
 int cuda_backend_fill_kv(tome_backend *be, int64_t n, uint64_t seed, terr *e);
+
+/* CUDA graphs of decode steps (see "decode steps and CUDA graphs" in backend.c): decode
+ * steps run so far, how many of them were one graph launch, and why graphs are off (NULL
+ * while they are on: "--no-graphs", "TOME_NO_GRAPHS", a driver without them, a failure). */
+void cuda_backend_graph_stats(tome_backend *be, uint64_t *steps, uint64_t *replays, const char **off);
+
+/* Benchmark hook (tests/gpu.sh longctx): times the decode attention alone, i.e. the
+ * flash-decode and merge of every layer (cuda_flash_decode_step, the kernels a decode step
+ * runs) for one query at position n_past - 1 over the cache as cuda_backend_fill_kv left it,
+ * reps times between two events. *ms gets the mean time of one pass over all layers, *bytes
+ * the K/V page bytes (scales included) that pass reads. The query is whatever the logits
+ * buffer holds (finite). Synchronises; 0 or the first error. */
+int cuda_backend_time_attention(tome_backend *be, int64_t n_past, int reps, double *ms, double *bytes, terr *e);
 
 #endif

@@ -29,6 +29,10 @@ static const char *const k_kernel_names[K_COUNT] = {
     [K_ROPE_KV_STORE] = "tome_rope_kv_store",
     [K_FLASH_DECODE] = "tome_flash_decode",
     [K_LSE_MERGE] = "tome_lse_merge",
+    [K_FLASH_DECODE_V1] = "tome_flash_decode_v1",
+    [K_FLASH_PREFILL] = "tome_flash_prefill",
+    [K_GEMM_CVT] = "tome_gemm_cvt",
+    [K_GEMM] = "tome_gemm",
 };
 
 const char *cuda_kernel_name(cuda_kernel_id k) {
@@ -60,7 +64,19 @@ static int load_api(void **lib, cuda_api *api, terr *e) {
     }
     CUDA_API_LIST(CUDA_API_RESOLVE)
 #undef CUDA_API_RESOLVE
+    /* optional ones: a missing entry stays NULL (cuda_has_graphs) */
+#define CUDA_API_RESOLVE_OPT(field, sym, params) *(void **)(&api->field) = dlsym(*lib, sym);
+    CUDA_API_OPT_LIST(CUDA_API_RESOLVE_OPT)
+#undef CUDA_API_RESOLVE_OPT
     return 0;
+}
+
+int cuda_has_graphs(const cuda_dev *d) {
+    int ok = d != NULL;
+#define CUDA_API_HAVE(field, sym, params) ok = ok && d->api.field != NULL;
+    if (ok) { CUDA_API_OPT_LIST(CUDA_API_HAVE) }
+#undef CUDA_API_HAVE
+    return ok;
 }
 
 int cuda_device_count(char *why, size_t cap) {
@@ -154,6 +170,9 @@ static int open_dev(cuda_dev *d, int ordinal, terr *e) {
     CU_TRY(d, e, d->api.cuDevicePrimaryCtxRetain(&d->ctx, d->dev));
     CU_TRY(d, e, d->api.cuCtxSetCurrent(d->ctx));
     CU_TRY(d, e, d->api.cuStreamCreate(&d->stream, CU_STREAM_NON_BLOCKING));
+    /* the earlier flash-decode kernel, kept selectable while the new one awaits its first GPU run */
+    const char *fd = getenv("TOME_FLASH_DECODE");
+    d->flash_v1 = fd && !strcmp(fd, "v1");
     return load_modules(d, e);
 }
 

@@ -86,11 +86,24 @@ enum {
     X(cuEventSynchronize, "cuEventSynchronize", (CUevent e))                                    \
     X(cuEventElapsedTime, "cuEventElapsedTime", (float *ms, CUevent a, CUevent b))
 
+/* Optional entry points (CUDA graphs, issue #9): resolved when present, NULL otherwise; the
+ * backend falls back to plain launches without them (cuda_has_graphs). */
+#define CUDA_API_OPT_LIST(X)                                                                    \
+    X(cuStreamBeginCapture, "cuStreamBeginCapture_v2", (CUstream s, int mode))                  \
+    X(cuStreamEndCapture, "cuStreamEndCapture", (CUstream s, CUgraph * g))                      \
+    X(cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags",                               \
+      (CUgraphExec * x, CUgraph g, unsigned long long flags))                                   \
+    X(cuGraphLaunch, "cuGraphLaunch", (CUgraphExec x, CUstream s))                              \
+    X(cuGraphExecDestroy, "cuGraphExecDestroy", (CUgraphExec x))                                \
+    X(cuGraphDestroy, "cuGraphDestroy", (CUgraph g))
+
 typedef struct cuda_api {
 #define CUDA_API_FIELD(field, sym, params) CUresult (*field) params;
     CUDA_API_LIST(CUDA_API_FIELD)
+    CUDA_API_OPT_LIST(CUDA_API_FIELD)
 #undef CUDA_API_FIELD
 } cuda_api;
+
 
 /* Kernels resolved at start-up by their plain entry names, indexed by cuda_kernel_id. The
  * table lives in driver.c next to the names; a missing entry is a start-up error. */
@@ -107,6 +120,10 @@ typedef enum cuda_kernel_id {
     K_ROPE_KV_STORE,  /* ptx/kv_quant.ptx */
     K_FLASH_DECODE,   /* ptx/flash_decode.ptx */
     K_LSE_MERGE,
+    K_FLASH_DECODE_V1, /* ptx/flash_decode.ptx: the first, simpler flash-decode (TOME_FLASH_DECODE=v1) */
+    K_FLASH_PREFILL,  /* ptx/flash_prefill.ptx */
+    K_GEMM_CVT,       /* ptx/gemm.ptx */
+    K_GEMM,
     K_COUNT
 } cuda_kernel_id;
 
@@ -126,6 +143,7 @@ typedef struct cuda_dev {
     int n_modules;
     CUfunction kernels[K_COUNT];
     int from_cubin;          /* modules came from build-time cubins (else driver JIT of PTX) */
+    int flash_v1;            /* 1: flash-decoding uses tome_flash_decode_v1 (env TOME_FLASH_DECODE=v1) */
 } cuda_dev;
 
 /* Opens GPU `ordinal`: loads libcuda, resolves every entry point, retains the primary context,
@@ -133,6 +151,10 @@ typedef struct cuda_dev {
  * TOME_ERESOURCE with the reason (no libcuda, no such device, JIT log ...) on failure. */
 int cuda_open(cuda_dev **out, int ordinal, terr *e);
 void cuda_close(cuda_dev *d);
+
+/* 1 when every CUDA_API_OPT_LIST entry point resolved (the driver can capture and replay
+ * graphs). */
+int cuda_has_graphs(const cuda_dev *d);
 
 /* Number of GPUs (0 when libcuda is absent or cuInit fails; *why gets the reason). */
 int cuda_device_count(char *why, size_t cap);

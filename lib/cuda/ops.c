@@ -227,10 +227,11 @@ static int check_kv_pages(const char *op, const cuda_kv_layer *L, kv_dtype dt, t
     return 0;
 }
 
-/* One warp per (token, kv head) row pair and per (token, q head); see ptx/kv_quant.ptx. */
-int cuda_rope_kv_store(cuda_dev *d, const cuda_kv_layer *L, kv_dtype dt, CUdeviceptr block_table,
-                       int64_t pos0, int n, CUdeviceptr q, CUdeviceptr k, CUdeviceptr v,
-                       CUdeviceptr cs, int n_head, int rope_dim, int neox, terr *e) {
+/* One warp per (token, kv head) row pair and per (token, q head); see ptx/kv_quant.ptx.
+ * pos_dev: 0, or a device u64 the kernel adds to pos0 (cuda_rope_kv_store_step). */
+static int rope_kv_store(cuda_dev *d, const cuda_kv_layer *L, kv_dtype dt, CUdeviceptr block_table,
+                         int64_t pos0, CUdeviceptr pos_dev, int n, CUdeviceptr q, CUdeviceptr k,
+                         CUdeviceptr v, CUdeviceptr cs, int n_head, int rope_dim, int neox, terr *e) {
     int rc = check_kv_pages("rope_kv_store", L, dt, e);
     if (rc) return rc;
     if (!q || !cs) n_head = 0; /* nothing to rotate */
@@ -249,8 +250,23 @@ int cuda_rope_kv_store(cuda_dev *d, const cuda_kv_layer *L, kv_dtype dt, CUdevic
     uint32_t rd = cs ? (uint32_t)rope_dim : 0, nx = neox != 0, dtype = (uint32_t)dt;
     CUdeviceptr kd = L->k, vd = L->v;
     void *params[] = {&kd, &vd, &q, &k, &v, &block_table, &cs, &pbk, &pbv, &sok, &sov, &p0,
-                      &nkv, &nh, &dk, &dv, &P, &rd, &nx, &dtype};
+                      &nkv, &nh, &dk, &dv, &P, &rd, &nx, &dtype, &pos_dev};
     return cuda_launch(d, K_ROPE_KV_STORE, (unsigned)n, nkv + nh, 1, 32, 1, 1, 0, params, e);
+}
+
+int cuda_rope_kv_store(cuda_dev *d, const cuda_kv_layer *L, kv_dtype dt, CUdeviceptr block_table,
+                       int64_t pos0, int n, CUdeviceptr q, CUdeviceptr k, CUdeviceptr v,
+                       CUdeviceptr cs, int n_head, int rope_dim, int neox, terr *e) {
+    return rope_kv_store(d, L, dt, block_table, pos0, 0, n, q, k, v, cs, n_head, rope_dim, neox, e);
+}
+
+int cuda_rope_kv_store_step(cuda_dev *d, const cuda_kv_layer *L, kv_dtype dt, CUdeviceptr block_table,
+                            CUdeviceptr pos_dev, CUdeviceptr q, CUdeviceptr k, CUdeviceptr v,
+                            CUdeviceptr cs, int n_head, int rope_dim, int neox, terr *e) {
+    if (!pos_dev || pos_dev % 8)
+        return terr_set(e, TOME_ERESOURCE, "rope_kv_store_step: position address 0x%llx (8-byte aligned needed)",
+                        pos_dev);
+    return rope_kv_store(d, L, dt, block_table, 0, pos_dev, 1, q, k, v, cs, n_head, rope_dim, neox, e);
 }
 
 size_t cuda_flash_decode_scratch_bytes(int n_head, int head_dim_v, int n_splits) {
@@ -270,19 +286,65 @@ int cuda_flash_decode_splits(const cuda_dev *d, const cuda_kv_layer *L, int64_t 
     return (int)(s < 65535 ? s : 65535);
 }
 
-int cuda_flash_decode(cuda_dev *d, CUdeviceptr out, CUdeviceptr q, int n_head,
-                      const cuda_kv_layer *L, kv_dtype dt, CUdeviceptr block_table, int64_t kv_len,
-                      int64_t q_pos, float scale, int64_t window, int64_t sinks, int n_splits,
-                      CUdeviceptr scratch, size_t scratch_bytes, terr *e) {
+/* The shape checks both flash-decode launchers share; *rep gets the GQA group size. */
+static int check_flash(const cuda_kv_layer *L, kv_dtype dt, int n_head, int *rep, terr *e) {
     int rc = check_kv_pages("flash_decode", L, dt, e);
     if (rc) return rc;
-    int rep = n_head > 0 && n_head % L->n_kv_head == 0 ? n_head / L->n_kv_head : 0;
+    *rep = n_head > 0 && n_head % L->n_kv_head == 0 ? n_head / L->n_kv_head : 0;
     if (L->head_dim % 8 || L->head_dim > 256 || L->head_dim_v % 8 || L->head_dim_v > 256 ||
-        rep < 1 || rep > 32 || rep * L->head_dim > 1024 || rep * L->head_dim_v > 1024)
+        *rep < 1 || *rep > 32 || *rep * L->head_dim > 1024 || *rep * L->head_dim_v > 1024)
         return terr_set(e, TOME_ERESOURCE,
                         "flash_decode: unsupported shape: n_head %d over %d kv heads, dims %d/%d "
                         "(multiples of 8, <= 256, group size x dim <= 1024)",
                         n_head, L->n_kv_head, L->head_dim, L->head_dim_v);
+    return 0;
+}
+
+/* Launches tome_flash_decode over S splits (by-value key ranges, or step != 0: read from the
+ * device) and the merge. */
+static int flash_launch(cuda_dev *d, CUdeviceptr out, CUdeviceptr q, int n_head, int rep,
+                        const cuda_kv_layer *L, kv_dtype dt, CUdeviceptr block_table,
+                        uint64_t nsink, uint64_t winlo, uint64_t nv, uint64_t ch, CUdeviceptr step,
+                        float scale, unsigned S, CUdeviceptr scratch, terr *e) {
+    uint64_t pbk = L->page_bytes_k, pbv = L->page_bytes_v;
+    uint64_t sok = kv_scales_offset(dt, L->n_kv_head, L->head_dim, L->page_tokens);
+    uint64_t sov = kv_scales_offset(dt, L->n_kv_head, L->head_dim_v, L->page_tokens);
+    uint32_t nh = (uint32_t)n_head, r32 = (uint32_t)rep, P = (uint32_t)L->page_tokens;
+    uint32_t dk = (uint32_t)L->head_dim, dv = (uint32_t)L->head_dim_v, dtype = (uint32_t)dt;
+    CUdeviceptr pm = scratch, pl = scratch + (CUdeviceptr)S * n_head * 4;
+    CUdeviceptr pacc = scratch + (CUdeviceptr)2 * S * n_head * 4;
+    CUdeviceptr kd = L->k, vd = L->v;
+    void *params[] = {&pm, &pl, &pacc, &q, &kd, &vd, &block_table, &pbk, &pbv, &sok, &sov,
+                      &nsink, &winlo, &nv, &ch, &scale, &nh, &r32, &P, &dk, &dv, &dtype, &step};
+    int rc = cuda_launch(d, d->flash_v1 ? K_FLASH_DECODE_V1 : K_FLASH_DECODE, (unsigned)L->n_kv_head, S, 1, 128, 1,
+                         1, 0, params, e);
+    if (rc) return rc;
+    return cuda_lse_merge(d, out, pm, pl, pacc, (int)S, n_head, L->head_dim_v, e);
+}
+
+int cuda_flash_decode_step(cuda_dev *d, CUdeviceptr out, CUdeviceptr q, int n_head,
+                           const cuda_kv_layer *L, kv_dtype dt, CUdeviceptr block_table,
+                           CUdeviceptr step, float scale, int n_splits, CUdeviceptr scratch,
+                           size_t scratch_bytes, terr *e) {
+    int rep = 0, rc = check_flash(L, dt, n_head, &rep, e);
+    if (rc) return rc;
+    if (!out || !q || !block_table || !scratch || !step || step % 8 || n_splits < 1 ||
+        n_splits > 65535 || (int64_t)n_splits * n_head > INT32_MAX / 2)
+        return terr_set(e, TOME_ERESOURCE, "flash_decode_step: %d splits, step at 0x%llx", n_splits, step);
+    size_t need = cuda_flash_decode_scratch_bytes(n_head, L->head_dim_v, n_splits);
+    if (scratch_bytes < need)
+        return terr_set(e, TOME_ERESOURCE, "flash_decode: scratch of %zu bytes, %zu needed",
+                        scratch_bytes, need);
+    return flash_launch(d, out, q, n_head, rep, L, dt, block_table, 0, 0, 0, 0, step, scale,
+                        (unsigned)n_splits, scratch, e);
+}
+
+int cuda_flash_decode(cuda_dev *d, CUdeviceptr out, CUdeviceptr q, int n_head,
+                      const cuda_kv_layer *L, kv_dtype dt, CUdeviceptr block_table, int64_t kv_len,
+                      int64_t q_pos, float scale, int64_t window, int64_t sinks, int n_splits,
+                      CUdeviceptr scratch, size_t scratch_bytes, terr *e) {
+    int rep = 0, rc = check_flash(L, dt, n_head, &rep, e);
+    if (rc) return rc;
     if (!out || !q || !block_table || !scratch || kv_len < 1 || q_pos < 0 || q_pos >= kv_len ||
         window < 0 || sinks < 0 || n_splits < 1 || n_splits > 65535 ||
         (int64_t)n_splits * n_head > INT32_MAX / 2)
@@ -305,20 +367,8 @@ int cuda_flash_decode(cuda_dev *d, CUdeviceptr out, CUdeviceptr q, int n_head,
     int64_t chunk = (nvis + n_splits - 1) / n_splits;
     chunk = (chunk + 31) / 32 * 32;
     unsigned S = (unsigned)((nvis + chunk - 1) / chunk);
-    uint64_t nsink = (uint64_t)se, winlo = (uint64_t)lo, nv = (uint64_t)nvis, ch = (uint64_t)chunk;
-    uint64_t pbk = L->page_bytes_k, pbv = L->page_bytes_v;
-    uint64_t sok = kv_scales_offset(dt, L->n_kv_head, L->head_dim, L->page_tokens);
-    uint64_t sov = kv_scales_offset(dt, L->n_kv_head, L->head_dim_v, L->page_tokens);
-    uint32_t nh = (uint32_t)n_head, r32 = (uint32_t)rep, P = (uint32_t)L->page_tokens;
-    uint32_t dk = (uint32_t)L->head_dim, dv = (uint32_t)L->head_dim_v, dtype = (uint32_t)dt;
-    CUdeviceptr pm = scratch, pl = scratch + (CUdeviceptr)S * n_head * 4;
-    CUdeviceptr pacc = scratch + (CUdeviceptr)2 * S * n_head * 4;
-    CUdeviceptr kd = L->k, vd = L->v;
-    void *params[] = {&pm, &pl, &pacc, &q, &kd, &vd, &block_table, &pbk, &pbv, &sok, &sov,
-                      &nsink, &winlo, &nv, &ch, &scale, &nh, &r32, &P, &dk, &dv, &dtype};
-    rc = cuda_launch(d, K_FLASH_DECODE, (unsigned)L->n_kv_head, S, 1, 128, 1, 1, 0, params, e);
-    if (rc) return rc;
-    return cuda_lse_merge(d, out, pm, pl, pacc, (int)S, n_head, L->head_dim_v, e);
+    return flash_launch(d, out, q, n_head, rep, L, dt, block_table, (uint64_t)se, (uint64_t)lo,
+                        (uint64_t)nvis, (uint64_t)chunk, 0, scale, S, scratch, e);
 }
 
 int cuda_lse_merge(cuda_dev *d, CUdeviceptr out, CUdeviceptr part_m, CUdeviceptr part_l,

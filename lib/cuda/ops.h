@@ -95,6 +95,13 @@ int cuda_rope_kv_store(cuda_dev *d, const cuda_kv_layer *L, kv_dtype dt, CUdevic
                        int64_t pos0, int n, CUdeviceptr q, CUdeviceptr k, CUdeviceptr v,
                        CUdeviceptr cs, int n_head, int rope_dim, int neox, terr *e);
 
+/* cuda_rope_kv_store for one token (n = 1) whose position is read from the device when the
+ * kernel runs: pos_dev holds it as a u64 (8-byte aligned). A decode step captured in a CUDA
+ * graph uses it, so that the replayed graph stores each step's row at that step's position. */
+int cuda_rope_kv_store_step(cuda_dev *d, const cuda_kv_layer *L, kv_dtype dt, CUdeviceptr block_table,
+                            CUdeviceptr pos_dev, CUdeviceptr q, CUdeviceptr k, CUdeviceptr v,
+                            CUdeviceptr cs, int n_head, int rope_dim, int neox, terr *e);
+
 /* Bytes of scratch cuda_flash_decode needs: m, l [n_splits][n_head] and acc
  * [n_splits][n_head][head_dim_v], f32. */
 size_t cuda_flash_decode_scratch_bytes(int n_head, int head_dim_v, int n_splits);
@@ -117,10 +124,63 @@ int cuda_flash_decode(cuda_dev *d, CUdeviceptr out, CUdeviceptr q, int n_head,
                       int64_t q_pos, float scale, int64_t window, int64_t sinks, int n_splits,
                       CUdeviceptr scratch, size_t scratch_bytes, terr *e);
 
+/* cuda_flash_decode with the key range read from the device when the kernel runs (for a
+ * decode step captured in a CUDA graph): step holds u64 {n_sink, win_lo, n_visible} as
+ * ptx/flash_decode.ptx defines them (8-byte aligned); the grid is always n_splits (the split
+ * count of the longest context; splits past the keys write empty partials the merge skips),
+ * each split taking ceil(n_visible / n_splits) keys, at least 64, rounded up to 32. */
+int cuda_flash_decode_step(cuda_dev *d, CUdeviceptr out, CUdeviceptr q, int n_head,
+                           const cuda_kv_layer *L, kv_dtype dt, CUdeviceptr block_table,
+                           CUdeviceptr step, float scale, int n_splits, CUdeviceptr scratch,
+                           size_t scratch_bytes, terr *e);
+
 /* out [n_head][dv] = log-sum-exp merge of n_parts partials laid out as cuda_flash_decode's
  * scratch (m, l [n_parts][n_head], acc [n_parts][n_head][dv], kv_attend_partial's meaning),
  * divided by the merged l; 0 for a head no part saw. Ring attention reuses it. */
 int cuda_lse_merge(cuda_dev *d, CUdeviceptr out, CUdeviceptr part_m, CUdeviceptr part_l,
                    CUdeviceptr part_acc, int n_parts, int n_head, int dv, terr *e);
+
+/* ---- FlashAttention prefill (issue #10; lib/cuda/flash_prefill.c, ptx/flash_prefill.ptx) ---- */
+
+/* 1 when cuda_flash_prefill takes this shape: head dims multiples of 16 in 16 .. 128, n_head a
+ * multiple of n_kv_head (any group size), n_kv_head <= 65535. */
+int cuda_flash_prefill_ok(const cuda_kv_layer *L, int n_head);
+
+/* Dynamic shared memory the kernel takes per block (two K/V stages of 64 padded rows). */
+#define CUDA_FLASH_PREFILL_SMEM 69632
+
+/* FlashAttention-2 forward on the tensor cores for a prefill chunk: n_q queries q
+ * [n_q][n_head][head_dim] f32 at positions pos0 .. pos0+n_q-1 over the dtype pages of L
+ * (every key 0 .. pos0+n_q-1 already stored: rope_kv_store runs first), each query seeing
+ * what kvcache.c's kv_attend sees (causal; window > 0: (p - window, p] plus sinks [0,
+ * sinks)). out: [n_q][n_head][head_dim_v] f32, must not overlap q. A block handles 64 (query,
+ * head) rows of one GQA group, so every K/V tile is read once per group. Q (pre-scaled by
+ * scale * log2 e), K, V and the softmax weights are rounded to f16 for mma.sync with f32
+ * accumulation: expect ~1e-3 relative error of the output's scale against the f32 CPU
+ * reference. Limits: cuda_flash_prefill_ok(L, n_head); pos0 + n_q <= INT32_MAX, n_q * rep <=
+ * INT32_MAX; window, sinks >= 0. */
+int cuda_flash_prefill(cuda_dev *d, CUdeviceptr out, CUdeviceptr q, int n_q, int n_head,
+                       const cuda_kv_layer *L, kv_dtype dt, CUdeviceptr block_table, int64_t pos0,
+                       float scale, int64_t window, int64_t sinks, terr *e);
+
+/* ---- tensor-core GEMM for prefill (issue #11; lib/cuda/gemm.c, ptx/gemm.ptx) -------------- */
+
+/* 1 when cuda_gemm takes w: F16, BF16, Q8_0 (cols % 32 == 0), Q4_K, Q6_K (cols % 256 == 0),
+ * rows and cols below 2^31, data 16-byte aligned (GGUF tensors are 32-byte aligned). */
+int cuda_gemm_supported(const cuda_weight *w);
+
+/* Bytes of scratch cuda_gemm needs for n_tok tokens of cols activations (f16 / bf16). */
+size_t cuda_gemm_scratch_bytes(int n_tok, int64_t cols);
+
+/* cuda_matmul on the tensor cores: y[t, r] = W[r, :] . x[t, :] (+ bias[r]) (+ res[t, r]) for
+ * t < n_tok, r < rows, added in that order in f32. x: [n_tok][cols] f32, converted first to
+ * f16 (bf16 for BF16 weights) in scratch (>= cuda_gemm_scratch_bytes; not overlapping y);
+ * bias: 0 or [rows] f32; res: 0 or [n_tok][rows] f32, which may be y itself (y += W x) but
+ * must not partly overlap it. y must not overlap x, w or bias. Weights are dequantised in
+ * shared memory and rounded to f16 (Q8_0/Q4_K/Q6_K; F16/BF16 are used as stored): expect
+ * ~1e-3 (f16) / ~4e-3 (bf16) of sum_k |W[r,k] x[t,k]| as the error against the f32 product.
+ * Limits: cuda_gemm_supported(w); ceil(n_tok / 128) <= 65535. */
+int cuda_gemm(cuda_dev *d, CUdeviceptr y, const cuda_weight *w, CUdeviceptr bias, CUdeviceptr res, CUdeviceptr x,
+              int n_tok, CUdeviceptr scratch, size_t scratch_bytes, terr *e);
 
 #endif
