@@ -27,6 +27,7 @@
  */
 #include "test.h"
 
+#include <math.h>
 #include <stdint.h>
 
 #include "cpu/simd.h"
@@ -477,6 +478,139 @@ static void check_gemm(tctx *T, int path) {
         }
     }
     if (!tested) SKIP("the %s path has no gemm kernel", path_names[path]);
+}
+
+/* Σ|per-block terms| of one row against one activation, and their exact sum (double): the
+ * scale of float-summation-order differences between two correct kernels. Q8_0: S_b·dw·da per
+ * block; Q6_K: da·d·sc_j·Σ(q-32)·a per 16 values; Q4_K: da·dw·sc_j·S_j and da·dmin·m_j·bsum_j per sub-block (kernels group these
+ * per lane and super-block in different ways), the scales unpacked here from the GGUF bit
+ * layout. */
+static double abs_terms(uint32_t t, int64_t n, const void *wv, const void *av, double *exact) {
+    double s = 0, e = 0;
+    if (t == GGML_TYPE_F16 || t == GGML_TYPE_BF16) { /* the products w_i·a_i of the halves */
+        const uint16_t *w = wv, *a = av;
+        for (int64_t i = 0; i < n; i++) {
+            double x = t == GGML_TYPE_F16 ? (double)tf16_to_f32(w[i]) * (double)tf16_to_f32(a[i])
+                                          : (double)tbf16_to_f32(w[i]) * (double)tbf16_to_f32(a[i]);
+            s += fabs(x), e += x;
+        }
+    } else if (t == GGML_TYPE_Q8_0) {
+        const block_q8_0 *w = wv, *a = av;
+        for (int64_t b = 0; b < n / 32; b++) {
+            int64_t S = 0;
+            for (int i = 0; i < 32; i++) S += (int64_t)w[b].qs[i] * a[b].qs[i];
+            double x = (double)S * (double)tf16_to_f32(w[b].d) * (double)tf16_to_f32(a[b].d);
+            s += fabs(x), e += x;
+        }
+    } else if (t == GGML_TYPE_Q6_K) {
+        const block_q6_K *w = wv;
+        const block_q8_K *a = av;
+        for (int64_t b = 0; b < n / 256; b++) {
+            int64_t tot = 0, mag = 0;
+            for (int j = 0; j < 16; j++) {
+                int64_t S = 0, bs = 0;
+                for (int v = 16 * j; v < 16 * j + 16; v++) {
+                    int h = v / 128, l = v % 32, k = (v % 128) / 32; /* value 128h + 32k + l */
+                    int lo = w[b].ql[64 * h + l + (k & 1) * 32], hi2 = (w[b].qh[32 * h + l] >> (2 * k)) & 3;
+                    int q = ((k < 2 ? lo & 0xF : lo >> 4) | hi2 << 4);
+                    S += (int64_t)q * a[b].qs[v];
+                    bs += a[b].qs[v];
+                }
+                tot += w[b].scales[j] * (S - 32 * bs);
+                mag += llabs(w[b].scales[j]) * (llabs(S) + 32 * llabs(bs));
+            }
+            double dd = (double)a[b].d * (double)tf16_to_f32(w[b].d);
+            s += fabs(dd) * (double)mag, e += dd * (double)tot;
+        }
+    } else { /* Q4_K */
+        const block_q4_K *w = wv;
+        const block_q8_K *a = av;
+        for (int64_t b = 0; b < n / 256; b++) {
+            const uint8_t *q = w[b].scales;
+            int64_t ssum = 0, msum = 0, sabs = 0, mabs = 0;
+            for (int j = 0; j < 8; j++) {
+                int sc = j < 4 ? q[j] & 63 : (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+                int m = j < 4 ? q[j + 4] & 63 : (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+                int64_t S = 0, bs = 0;
+                for (int v = 32 * j; v < 32 * j + 32; v++) {
+                    int byte = w[b].qs[32 * (v / 64) + v % 32];
+                    int nib = (v % 64) < 32 ? byte & 0xF : byte >> 4;
+                    S += (int64_t)nib * a[b].qs[v];
+                    bs += a[b].qs[v];
+                }
+                ssum += sc * S, msum += m * bs;
+                sabs += llabs(sc * S), mabs += llabs(m * bs);
+            }
+            double dw = (double)a[b].d * (double)tf16_to_f32(w[b].d);
+            double dm = (double)a[b].d * (double)tf16_to_f32(w[b].dmin);
+            s += fabs(dw) * (double)sabs + fabs(dm) * (double)mabs, e += dw * (double)ssum - dm * (double)msum;
+        }
+    }
+    *exact = e;
+    return s;
+}
+
+/* The AVX-512 prefill paths for >= 16 rows and >= 4 columns (Q8_0, Q4_K, Q6_K: rows transposed
+ * into lanes, integer sums exact, blocks added in row order): every element within
+ * (blocks + 4)·2^-24·Σ|terms| of the exact sum of the per-block terms, and twice that of
+ * dot(). F16 and BF16 (rows transposed into float lanes, exact products w_i·a_i summed in
+ * order from zero in chunks of at most 128 values, the chunk sums then added in order):
+ * within (128 + chunks + 4)·2^-24·Σ|w_i·a_i|; n = 777 leaves a last chunk of 9 values (the
+ * pairwise and odd tails of the packing). Rows 16, 53 (three
+ * groups: a pair and a single one, and a tail of 5 through the tiles) and 64; columns 4, 9
+ * and 17 (groups of 8 and remainders); a short row and one of 14336 (several packed chunks:
+ * the output accumulates across them); every kind of weight; guards untouched. */
+TEST(simd_gemm16_avx512) {
+    cpu_kernels k;
+    if (!get_path(&k, CPU_PATH_AVX512)) SKIP("this CPU cannot run the avx512 path");
+    const uint32_t types[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K, GGML_TYPE_F16, GGML_TYPE_BF16};
+    const int rs[] = {16, 53, 64}, cs[] = {4, 9, 17};
+    int bad = 0, checked = 0;
+    for (size_t ti = 0; ti < TOME_ARRAY_LEN(types); ti++) {
+        const uint32_t t = types[ti], vt = tq_vec_dot_type(t);
+        const int64_t ns[] = {t == GGML_TYPE_Q8_0 ? 45 * 32 : blck(t) == 1 ? 777 : 3 * 256, 14336};
+        for (size_t ni = 0; ni < TOME_ARRAY_LEN(ns); ni++) {
+            const int64_t n = ns[ni], nblk = n / blck(t);
+            size_t ws = (size_t)ggml_row_size(t, n) + 36, as = (size_t)ggml_row_size(vt, n) + 4;
+            uint8_t *w = calloc(64, ws), *a = calloc(17, as);
+            REQUIRE(w && a);
+            for (int r = 0; r < 64; r++) make_weights(t, n, r % W_KINDS, 5100 + (uint64_t)r, w + (size_t)r * ws);
+            for (int c = 0; c < 17; c++) {
+                void *ac = make_acts(t, n, 5300 + (uint64_t)c);
+                memcpy(a + (size_t)c * as, ac, (size_t)ggml_row_size(vt, n));
+                free(ac);
+            }
+            const size_t ys = 70;
+            float *y = malloc(ys * 17 * sizeof *y);
+            REQUIRE(y);
+            for (size_t ri = 0; ri < TOME_ARRAY_LEN(rs); ri++)
+                for (size_t ci = 0; ci < TOME_ARRAY_LEN(cs); ci++) {
+                    const int nr = rs[ri], nc = cs[ci];
+                    for (size_t i = 0; i < ys * 17; i++) y[i] = 12345.0f;
+                    k.gemm[t](n, nr, w, ws, a, as, nc, y, ys);
+                    for (int c = 0; c < 17; c++)
+                        for (int r = 0; r < (int)ys; r++) {
+                            float got = y[(size_t)c * ys + (size_t)r];
+                            if (c >= nc || r >= nr) {
+                                if (got != 12345.0f && bad++ < 5) CHECKF(0, "guard row %d col %d written", r, c);
+                                continue;
+                            }
+                            const void *wr = w + (size_t)r * ws, *ar = a + (size_t)c * as;
+                            double exact, mag = abs_terms(t, n, wr, ar, &exact);
+                            double steps = blck(t) == 1 ? (double)(128 + (n + 127) / 128) : (double)nblk;
+                            double tol = (steps + 4) * 0x1p-24 * mag + 1e-30;
+                            float d = k.dot[t](n, wr, ar);
+                            checked++;
+                            if ((fabs(got - exact) > tol || fabs((double)got - d) > 2 * tol) && bad++ < 5)
+                                CHECKF(0, "%s n=%lld %dx%d row %d col %d: %.9g, exact %.9g, dot %.9g (tol %.3g)",
+                                       ggml_type_get(t)->name, (long long)n, nr, nc, r, c, got, exact, d, tol);
+                        }
+                }
+            free(w), free(a), free(y);
+        }
+    }
+    CHECK(bad == 0);
+    CHECK(checked > 0);
 }
 
 TEST(simd_gemm_avx2) { check_gemm(T, CPU_PATH_AVX2); }

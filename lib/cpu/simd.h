@@ -49,9 +49,9 @@ typedef void (*cpu_gemv_fn)(int64_t n, int64_t nrows, const void *w, size_t w_st
 
 /* Several columns: y[c * y_stride + r] = dot(row r, activation c) for r in [0, nrows),
  * c in [0, ncols); activation vectors a_stride bytes apart. Register-blocked over rows and
- * columns; each result equals dot() bit for bit, except the AVX-512 Q8_0 kernel on 16 rows
- * or more and 4 columns or more, which adds the same per-block terms in another order
- * (simd_avx512.c, "16 rows per vector"). */
+ * columns; each result equals dot() bit for bit, except the AVX-512 kernels' "16 rows per
+ * vector" path (Q8_0, Q4_K, Q6_K, F16, BF16 on 16 rows or more and 4 columns or more), which
+ * adds the same per-block terms in another order (simd_avx512.c). */
 typedef void (*cpu_gemm_fn)(int64_t n, int64_t nrows, const void *w, size_t w_stride,
                             const void *a, size_t a_stride, int64_t ncols, float *y,
                             size_t y_stride);
@@ -101,9 +101,9 @@ static inline void cpu_quantize_act(const cpu_kernels *k, uint32_t vec_dot_type,
  * row 0 at w; activation vectors (already in tq_vec_dot_type(type)) are a_stride bytes apart;
  * y_stride floats separate output columns. Rows go in tiles of ~256 KiB of weights, each tile
  * against every column, so weights come from memory once and from cache for the other columns.
- * Where the path has a gemm kernel for the type (AVX-512: Q8_0, Q4_K, Q6_K; AVX2: Q4_K, Q6_K)
+ * Where the path has a gemm kernel for the type (AVX-512: Q8_0, Q4_K, Q6_K, F16, BF16; AVX2: Q4_K, Q6_K)
  * a tile goes through it, register-blocked over rows and columns; otherwise through gemv once
- * per column. Each element equals k->dot[type] bit for bit (but for the one kernel named at
+ * per column. Each element equals k->dot[type] bit for bit (but for the kernels named at
  * cpu_gemm_fn, to float summation order). Threads may run disjoint row ranges at once. */
 void cpu_matmul(const cpu_kernels *k, uint32_t type, int64_t n, const void *w, size_t w_stride,
                 int64_t r0, int64_t r1, const void *a, size_t a_stride, int64_t ncols, float *y,

@@ -14,6 +14,8 @@
  */
 #include "cpu/simd.h"
 
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util.h"
@@ -287,10 +289,151 @@ static inline TGT void unsign_q8_0(const block_q8_0 *a, int64_t nb8, uint8_t *u)
                             _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[b].qs), k128));
 }
 
+/* ---- Q8_0 prefill, 16 rows per vector ------------------------------------------------------
+ * The tiles above keep each row's blocks along the vector (two blocks per ZMM) and so must
+ * fold 16 lanes into one sum per block: ~21 shuffles and adds on the shuffle port per 8
+ * vpdpbusd, which made that port, not VNNI, the limit (~32 GMAC/s per core measured). With
+ * enough columns to pay for it, 16 weight rows are instead transposed once per call into
+ * "lane = row" order: vector q of block b holds bytes 4q..4q+3 of block b of each of the 16
+ * rows. A column's four activation bytes are then broadcast (a load, no shuffle) and 8
+ * vpdpbusd leave the 16 rows' block sums in the 16 lanes — no reduction at all. The weights
+ * are stored +128 (unsigned operand); the activations stay signed, and 128·Σa of each block,
+ * computed once per call and column, is subtracted: the block sums are the exact integers
+ * dot2_q8_0 forms. Each term float(S)·(dw·da) is the one dot() adds, but rows now add their
+ * blocks in order, so results equal dot() to float-summation order (not bit for bit); the
+ * test bounds the difference by the terms' magnitudes. Scratch on the stack: G16_GROUPS x 16
+ * rows x G16_MAX_NB blocks packed (128 KiB + 16 KiB); longer rows go in chunks of blocks, the
+ * output accumulating. Measured (build/bench_simd -c 64, one thread, 768..2048 wide): 135
+ * GMAC/s against 40 for the tiles. */
+/* CALL(k) with k = C as a compile-time constant (1..8), so the always-inline column kernels
+ * keep their per-column arrays in registers. */
+#define G16_BY_C(C, CALL)                                                                          \
+    switch (C) {                                                                                   \
+    case 8: CALL(8); break;                                                                        \
+    case 7: CALL(7); break;                                                                        \
+    case 6: CALL(6); break;                                                                        \
+    case 5: CALL(5); break;                                                                        \
+    case 4: CALL(4); break;                                                                        \
+    case 3: CALL(3); break;                                                                        \
+    case 2: CALL(2); break;                                                                        \
+    default: CALL(1); break;                                                                       \
+    }
+#define G16_MAX_NB 64
+#define G16_GROUPS 4 /* 64 rows: cpu_matmul's tiles are at most 64 rows */
+#define G16_MIN_COLS 4 /* below this the transposition costs more than the tiles lose */
+
+/* the transposed, +128 weights of 16 rows (row pointers w[16]) for blocks [b0, b0 + nbc) and
+ * their scales as floats */
+static TGT void g16_pack(const char *w0, size_t w_stride, int64_t b0, int64_t nbc,
+                         int32_t (*wq)[8][16], float (*ws)[16]) {
+    const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32((int)w_stride));
+    const __m512i k128 = _mm512_set1_epi8((char)0x80);
+    for (int64_t b = 0; b < nbc; b++) {
+        const char *blk = w0 + (size_t)(b0 + b) * sizeof(block_q8_0);
+        UNROLL for (int q = 0; q < 8; q++) {
+            __m512i g = _mm512_i32gather_epi32(rows, blk + offsetof(block_q8_0, qs) + 4 * q, 1);
+            _mm512_store_si512(wq[b][q], _mm512_xor_si512(g, k128));
+        }
+        _mm512_store_ps(ws[b], gather_scales(blk, rows));
+    }
+}
+
+/* C columns (a constant after inlining) of 16 rows over the packed blocks [0, nbc): y columns
+ * at yc[c * y_stride], 16 rows each; acc_in: add to what y holds (a later chunk). ca: the
+ * columns' -128·Σa per block, da: their scales (column c at + c * nb, block b0 first). */
+static inline __attribute__((always_inline)) TGT void g16_cols(
+    int C, int64_t nbc, const int32_t (*wq)[8][16], const float (*ws)[16], const block_q8_0 *const *a,
+    const int32_t *ca, const float *da, int64_t nb, float *yc, size_t y_stride, int acc_in) {
+    __m512 acc[8];
+    UNROLL for (int c = 0; c < C; c++)
+        acc[c] = acc_in ? _mm512_loadu_ps(yc + (size_t)c * y_stride) : _mm512_setzero_ps();
+    for (int64_t b = 0; b < nbc; b++) {
+        __m512i wv[8];
+        UNROLL for (int q = 0; q < 8; q++) wv[q] = _mm512_load_si512(wq[b][q]);
+        const __m512 dw = _mm512_load_ps(ws[b]);
+        UNROLL for (int c = 0; c < C; c++) {
+            const int32_t *qs = (const int32_t *)a[c][b].qs;
+            __m512i s = _mm512_set1_epi32(ca[c * nb + b]);
+            UNROLL for (int q = 0; q < 8; q++) {
+                int32_t v;
+                memcpy(&v, qs + q, 4);
+                s = _mm512_dpbusd_epi32(s, wv[q], _mm512_set1_epi32(v));
+            }
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(da[c * nb + b])), acc[c]);
+        }
+    }
+    UNROLL for (int c = 0; c < C; c++) _mm512_storeu_ps(yc + (size_t)c * y_stride, acc[c]);
+}
+
+/* The 16-row path over rows [0, nrows16) (a multiple of 16); returns 0 when out of memory
+ * (the caller falls back to the tiles). */
+static TGT int gemm16_q8_0(int64_t n, int64_t nrows16, const void *vw, size_t w_stride, const void *va,
+                           size_t a_stride, int64_t ncols, float *y, size_t y_stride) {
+    const int64_t nb = n / 32;
+    int32_t *ca = malloc((size_t)(ncols * nb) * sizeof *ca);
+    float *da = malloc((size_t)(ncols * nb) * sizeof *da);
+    if (!ca || !da) {
+        free(ca), free(da);
+        return 0;
+    }
+    const __m256i k128 = _mm256_set1_epi8((char)0x80);
+    for (int64_t c = 0; c < ncols; c++) {
+        const block_q8_0 *ac = (const void *)((const char *)va + (size_t)c * a_stride);
+        for (int64_t b = 0; b < nb; b++) {
+            /* Σ(a + 128) by vpsadbw, then -128·Σa = 128·(32·128 - Σ(a + 128)) */
+            __m256i u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)ac[b].qs), k128);
+            __m256i sad = _mm256_sad_epu8(u, _mm256_setzero_si256());
+            __m128i h = _mm_add_epi64(_mm256_castsi256_si128(sad), _mm256_extracti128_si256(sad, 1));
+            int32_t su = (int32_t)(_mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1));
+            ca[c * nb + b] = 128 * (32 * 128 - su);
+            da[c * nb + b] = h2f(ac[b].d);
+        }
+    }
+    /* up to G16_GROUPS groups of 16 rows are packed at once, then every column runs over
+     * them: a column group's activations stay in L1 while the packed rows come from L2 */
+    _Alignas(64) int32_t wq[G16_GROUPS][G16_MAX_NB][8][16];
+    _Alignas(64) float ws[G16_GROUPS][G16_MAX_NB][16];
+    for (int64_t r = 0; r < nrows16; r += 16 * G16_GROUPS) {
+        const int ng = (int)TOME_MIN(G16_GROUPS, (nrows16 - r) / 16);
+        for (int64_t b0 = 0; b0 < nb; b0 += G16_MAX_NB) {
+            const int64_t nbc = TOME_MIN(G16_MAX_NB, nb - b0);
+            for (int g = 0; g < ng; g++)
+                g16_pack((const char *)vw + (size_t)(r + 16 * g) * w_stride, w_stride, b0, nbc, wq[g], ws[g]);
+            for (int64_t c = 0; c < ncols; c += 8) {
+                const block_q8_0 *a[8];
+                const int C = (int)TOME_MIN(8, ncols - c);
+                for (int j = 0; j < C; j++)
+                    a[j] = (const block_q8_0 *)((const char *)va + (size_t)(c + j) * a_stride) + b0;
+                const int32_t *cac = ca + c * nb + b0;
+                const float *dac = da + c * nb + b0;
+                for (int g = 0; g < ng; g++) {
+                    float *yc = y + (size_t)c * y_stride + (size_t)(r + 16 * g);
+                    const int32_t(*wg)[8][16] = wq[g];
+                    const float(*sg)[16] = ws[g];
+                    #define CALL(k) g16_cols(k, nbc, wg, sg, a, cac, dac, nb, yc, y_stride, b0 > 0)
+                    G16_BY_C(C, CALL)
+                    #undef CALL
+                }
+            }
+        }
+    }
+    free(ca), free(da);
+    return 1;
+}
+
 static TGT void gemm_block_q8_0(int64_t n, int64_t nrows, const void *vw, size_t w_stride,
                                 const void *va, size_t a_stride, int64_t ncols, float *y,
                                 size_t y_stride) {
     int64_t nb = n / 32, c = 0;
+    if (ncols >= G16_MIN_COLS && nrows >= 16 &&
+        gemm16_q8_0(n, nrows & ~(int64_t)15, vw, w_stride, va, a_stride, ncols, y, y_stride)) {
+        if ((nrows & 15) == 0) return;
+        int64_t r0 = nrows & ~(int64_t)15; /* the last rows through the tiles */
+        vw = (const char *)vw + (size_t)r0 * w_stride;
+        y += r0;
+        nrows -= r0;
+    }
     if (n <= TILE_Q8_0_MAX_N) {
         _Alignas(64) uint8_t ubuf[2][TILE_Q8_0_MAX_N];
         for (; c + 1 < ncols; c += 2) {
@@ -432,10 +575,155 @@ static inline __attribute__((always_inline)) TGT void tile_q4_K(
         y[(size_t)c * y_stride] = _mm512_reduce_add_ps(acc[c]) - hsum256_ps(accm[c]);
 }
 
+/* Q4_K prefill, 16 rows per vector: the Q8_0 scheme above for super-blocks. Packed per 16 rows
+ * and super-block: the nibbles of sub-block j as 8 vectors (lane = row, 4 values each,
+ * unsigned 0..15 as they are), the 6-bit scales as int32 lanes, the mins as int16 pairs
+ * (m[2i], m[2i+1]) and d, dmin as floats. Per column and super-block: 8 vpdpbusd per
+ * sub-block give its 16 row sums S_j exactly; Σ_j sc_j·S_j by vpmulld (< 2^31: 8·63·61440);
+ * Σ_j m_j·(bsums[2j] + bsums[2j+1]) by 4 vpdpwssd against the column's pairs (prepared once
+ * per call); then acc += float(Σ sc·S)·(d·da) - float(Σ m·b)·(dmin·da): the per-super-block
+ * terms of dot_q4_K, added in row order. */
+#define G16K_MAX_SB 8 /* super-blocks per packed chunk: 4 groups x 8 x 4.6 KiB on the stack */
+
+typedef struct g16k_pack {
+    int32_t q[8][8][16];   /* [sub-block][4-value group][row] */
+    int32_t sc[8][16];     /* [sub-block][row] */
+    int32_t mp[4][16];     /* [sub-block pair][row]: m[2i] | m[2i+1] << 16 */
+    float d[16], dmin[16];
+} g16k_pack;
+
+static TGT void g16k_pack_rows(const char *w0, size_t w_stride, int64_t s0, int64_t nsb, g16k_pack *pk) {
+    const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32((int)w_stride));
+    const __m512i lo4 = _mm512_set1_epi8(0x0F);
+    for (int64_t b = 0; b < nsb; b++) {
+        const char *blk = w0 + (size_t)(s0 + b) * sizeof(block_q4_K);
+        g16k_pack *p = pk + b;
+        UNROLL for (int j2 = 0; j2 < 4; j2++) UNROLL for (int q = 0; q < 8; q++) {
+            __m512i g = _mm512_i32gather_epi32(rows, blk + offsetof(block_q4_K, qs) + 32 * j2 + 4 * q, 1);
+            _mm512_store_si512(p->q[2 * j2][q], _mm512_and_si512(g, lo4));
+            _mm512_store_si512(p->q[2 * j2 + 1][q], _mm512_and_si512(_mm512_srli_epi32(g, 4), lo4));
+        }
+        __m512i dd = _mm512_i32gather_epi32(rows, blk, 1); /* d | dmin << 16 */
+        _mm512_store_ps(p->d, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd)));
+        _mm512_store_ps(p->dmin, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dd, 16))));
+        /* the 6-bit scales and mins of the 16 rows, unpacked lane-wise (unpack_k4_scales' bit
+         * layout): one row per lane, so no per-row scalar work */
+        const char *sp = blk + offsetof(block_q4_K, scales);
+        const __m512i u0 = _mm512_i32gather_epi32(rows, sp, 1), u1 = _mm512_i32gather_epi32(rows, sp + 4, 1);
+        const __m512i u2 = _mm512_i32gather_epi32(rows, sp + 8, 1);
+        const __m512i k3f = _mm512_set1_epi32(0x3F3F3F3F), k0f = _mm512_set1_epi32(0x0F0F0F0F);
+        const __m512i k03 = _mm512_set1_epi32(0x03030303), kff = _mm512_set1_epi32(0xFF);
+        const __m512i sc4[2] = {_mm512_and_si512(u0, k3f),
+                                _mm512_or_si512(_mm512_and_si512(u2, k0f),
+                                                _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), k03), 4))};
+        const __m512i m4[2] = {_mm512_and_si512(u1, k3f),
+                               _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), k0f),
+                                               _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), k03), 4))};
+        UNROLL for (int j = 0; j < 8; j++)
+            _mm512_store_si512(p->sc[j], _mm512_and_si512(_mm512_srli_epi32(sc4[j / 4], 8 * (j % 4)), kff));
+        UNROLL for (int i = 0; i < 4; i++) { /* bytes 2i, 2i+1 of the mins -> m[2i] | m[2i+1] << 16 */
+            __m512i v = _mm512_srli_epi32(m4[i / 2], 16 * (i % 2));
+            _mm512_store_si512(p->mp[i], _mm512_or_si512(_mm512_and_si512(v, kff),
+                                                         _mm512_and_si512(_mm512_slli_epi32(v, 8),
+                                                                          _mm512_set1_epi32(0xFF0000))));
+        }
+    }
+}
+
+/* C columns of 16 rows over packed super-blocks [0, nsb); bp: each column's 4 bsum pairs per
+ * super-block (column c at + c * nb * 4), a[c] at the chunk's first super-block. */
+static inline __attribute__((always_inline)) TGT void g16k_cols(
+    int C, int64_t nsb, const g16k_pack *pk, const block_q8_K *const *a, const int32_t *bp, int64_t nb,
+    float *yc, size_t y_stride, int acc_in) {
+    __m512 acc[8];
+    UNROLL for (int c = 0; c < C; c++)
+        acc[c] = acc_in ? _mm512_loadu_ps(yc + (size_t)c * y_stride) : _mm512_setzero_ps();
+    for (int64_t b = 0; b < nsb; b++) {
+        const g16k_pack *p = pk + b;
+        __m512i isum[8];
+        UNROLL for (int j = 0; j < 8; j++) {
+            __m512i wv[8];
+            UNROLL for (int q = 0; q < 8; q++) wv[q] = _mm512_load_si512(p->q[j][q]);
+            const __m512i sc = _mm512_load_si512(p->sc[j]);
+            UNROLL for (int c = 0; c < C; c++) {
+                const int8_t *qs = a[c][b].qs + 32 * j;
+                __m512i s = _mm512_setzero_si512();
+                UNROLL for (int q = 0; q < 8; q++) {
+                    int32_t v;
+                    memcpy(&v, qs + 4 * q, 4);
+                    s = _mm512_dpbusd_epi32(s, wv[q], _mm512_set1_epi32(v));
+                }
+                s = _mm512_mullo_epi32(s, sc);
+                isum[c] = j == 0 ? s : _mm512_add_epi32(isum[c], s);
+            }
+        }
+        const __m512 d = _mm512_load_ps(p->d), dmin = _mm512_load_ps(p->dmin);
+        UNROLL for (int c = 0; c < C; c++) {
+            const int32_t *bpc = bp + (c * nb + b) * 4;
+            __m512i ms = _mm512_setzero_si512();
+            UNROLL for (int i = 0; i < 4; i++)
+                ms = _mm512_dpwssd_epi32(ms, _mm512_load_si512(p->mp[i]), _mm512_set1_epi32(bpc[i]));
+            const __m512 da = _mm512_set1_ps(a[c][b].d);
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[c]), _mm512_mul_ps(d, da), acc[c]);
+            acc[c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(ms), _mm512_mul_ps(dmin, da), acc[c]);
+        }
+    }
+    UNROLL for (int c = 0; c < C; c++) _mm512_storeu_ps(yc + (size_t)c * y_stride, acc[c]);
+}
+
+static TGT int gemm16_q4_K(int64_t n, int64_t nrows16, const void *vw, size_t w_stride, const void *va,
+                           size_t a_stride, int64_t ncols, float *y, size_t y_stride) {
+    const int64_t nb = n / QK_K;
+    int32_t *bp = malloc((size_t)(ncols * nb * 4) * sizeof *bp);
+    if (!bp) return 0;
+    for (int64_t c = 0; c < ncols; c++) {
+        const block_q8_K *ac = (const void *)((const char *)va + (size_t)c * a_stride);
+        for (int64_t b = 0; b < nb; b++)
+            for (int i = 0; i < 4; i++) {
+                const int16_t *bs = ac[b].bsums + 4 * i; /* sub-blocks 2i, 2i+1: bsums 4i..4i+3 */
+                int32_t lo = bs[0] + bs[1], hi = bs[2] + bs[3];
+                bp[(c * nb + b) * 4 + i] = (int32_t)(((uint32_t)lo & 0xFFFFu) | (uint32_t)hi << 16);
+            }
+    }
+    _Alignas(64) g16k_pack pk[G16_GROUPS][G16K_MAX_SB];
+    for (int64_t r = 0; r < nrows16; r += 16 * G16_GROUPS) {
+        const int ng = (int)TOME_MIN(G16_GROUPS, (nrows16 - r) / 16);
+        for (int64_t s0 = 0; s0 < nb; s0 += G16K_MAX_SB) {
+            const int64_t nsb = TOME_MIN(G16K_MAX_SB, nb - s0);
+            for (int g = 0; g < ng; g++)
+                g16k_pack_rows((const char *)vw + (size_t)(r + 16 * g) * w_stride, w_stride, s0, nsb, pk[g]);
+            for (int64_t c = 0; c < ncols; c += 8) {
+                const block_q8_K *a[8];
+                const int C = (int)TOME_MIN(8, ncols - c);
+                for (int j = 0; j < C; j++)
+                    a[j] = (const block_q8_K *)((const char *)va + (size_t)(c + j) * a_stride) + s0;
+                const int32_t *bpc = bp + (c * nb + s0) * 4;
+                for (int g = 0; g < ng; g++) {
+                    float *yc = y + (size_t)c * y_stride + (size_t)(r + 16 * g);
+                    #define CALL(k) g16k_cols(k, nsb, pk[g], a, bpc, nb, yc, y_stride, s0 > 0)
+                    G16_BY_C(C, CALL)
+                    #undef CALL
+                }
+            }
+        }
+    }
+    free(bp);
+    return 1;
+}
+
 static TGT void gemm_q4_K(int64_t n, int64_t nrows, const void *vw, size_t w_stride,
                           const void *va, size_t a_stride, int64_t ncols, float *y,
                           size_t y_stride) {
     int64_t nb = n / QK_K;
+    if (ncols >= G16_MIN_COLS && nrows >= 16 &&
+        gemm16_q4_K(n, nrows & ~(int64_t)15, vw, w_stride, va, a_stride, ncols, y, y_stride)) {
+        if ((nrows & 15) == 0) return;
+        int64_t r0 = nrows & ~(int64_t)15; /* the last rows through the tiles */
+        vw = (const char *)vw + (size_t)r0 * w_stride;
+        y += r0;
+        nrows -= r0;
+    }
     for (int64_t c = 0; c < ncols; c += 4) {
         int C = (int)TOME_MIN(4, ncols - c);
         const block_q8_K *a[4];
@@ -566,10 +854,142 @@ static inline __attribute__((always_inline)) TGT void tile_q6_K(
     UNROLL for (int c = 0; c < C; c++) y[(size_t)c * y_stride] = _mm512_reduce_add_ps(acc[c]);
 }
 
+/* Q6_K prefill, 16 rows per vector (the scheme of the Q8_0 and Q4_K paths above). Packed per
+ * 16 rows and super-block: the 6-bit codes q (0..63, unsigned as stored) of each of the 16
+ * sub-blocks of 16 values as 4 vectors (lane = row), the int8 scales as int32 lanes and as
+ * int16 pairs (sc[2i], sc[2i+1]), d as floats. Per column and super-block: 4 vpdpbusd per
+ * sub-block give its 16 row sums of q·a; Σ sc·(q·a) by vpmulld; the code offset of 32 is
+ * 32·Σ_j sc_j·bsums[j] (Q8_K's bsums are per 16 values), 8 vpdpwssd against the bsums read as
+ * int16 pairs; all exact in int32 (|Σ sc·q·a| <= 16·16·63·128·128 < 2^31). Then acc +=
+ * float(total)·(d·da): dot_q6_K's per-super-block term, added in row order. */
+typedef struct g16q6_pack {
+    int32_t q[16][4][16];  /* [sub-block][4-value group][row] */
+    int32_t sc[16][16];    /* [sub-block][row] */
+    int32_t sp[8][16];     /* [sub-block pair][row]: (int16)sc[2i] | sc[2i+1] << 16 */
+    float d[16];
+} g16q6_pack;
+
+static TGT void g16q6_pack_rows(const char *w0, size_t w_stride, int64_t s0, int64_t nsb, g16q6_pack *pk) {
+    const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32((int)w_stride));
+    const __m512i lo4 = _mm512_set1_epi8(0x0F), lo2 = _mm512_set1_epi8(0x03);
+    for (int64_t b = 0; b < nsb; b++) {
+        const char *blk = w0 + (size_t)(s0 + b) * sizeof(block_q6_K);
+        g16q6_pack *p = pk + b;
+        UNROLL for (int h = 0; h < 2; h++) UNROLL for (int g = 0; g < 8; g++) {
+            const char *ql = blk + offsetof(block_q6_K, ql) + 64 * h + 4 * g;
+            const char *qh = blk + offsetof(block_q6_K, qh) + 32 * h + 4 * g;
+            __m512i l0 = _mm512_i32gather_epi32(rows, ql, 1), l1 = _mm512_i32gather_epi32(rows, ql + 32, 1);
+            __m512i hh = _mm512_i32gather_epi32(rows, qh, 1);
+            /* values 128h + 4g + {0, 32, 64, 96} + 0..3: sub-blocks 8h + g/4 + {0, 2, 4, 6} */
+            const int sb = 8 * h + g / 4, q = g % 4;
+            _mm512_store_si512(p->q[sb][q], _mm512_or_si512(_mm512_and_si512(l0, lo4),
+                                                            _mm512_slli_epi32(_mm512_and_si512(hh, lo2), 4)));
+            _mm512_store_si512(p->q[sb + 2][q],
+                               _mm512_or_si512(_mm512_and_si512(l1, lo4),
+                                               _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hh, 2), lo2), 4)));
+            _mm512_store_si512(p->q[sb + 4][q],
+                               _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(l0, 4), lo4),
+                                               _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hh, 4), lo2), 4)));
+            _mm512_store_si512(p->q[sb + 6][q],
+                               _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(l1, 4), lo4),
+                                               _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hh, 6), lo2), 4)));
+        }
+        __m512i dd = _mm512_i32gather_epi32(rows, blk + offsetof(block_q6_K, d) - 2, 1); /* d in the high half */
+        _mm512_store_ps(p->d, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dd, 16))));
+        /* the int8 scales of the 16 rows, one row per lane: sign-extended bytes */
+        UNROLL for (int w4 = 0; w4 < 4; w4++) {
+            const __m512i u = _mm512_i32gather_epi32(rows, blk + offsetof(block_q6_K, scales) + 4 * w4, 1);
+            __m512i b[4];
+            UNROLL for (int k = 0; k < 4; k++) {
+                b[k] = _mm512_srai_epi32(_mm512_slli_epi32(u, 24 - 8 * k), 24);
+                _mm512_store_si512(p->sc[4 * w4 + k], b[k]);
+            }
+            UNROLL for (int k = 0; k < 2; k++) /* (int16)sc[2i] | sc[2i+1] << 16 */
+                _mm512_store_si512(p->sp[2 * w4 + k],
+                                   _mm512_or_si512(_mm512_and_si512(b[2 * k], _mm512_set1_epi32(0xFFFF)),
+                                                   _mm512_slli_epi32(b[2 * k + 1], 16)));
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) TGT void g16q6_cols(
+    int C, int64_t nsb, const g16q6_pack *pk, const block_q8_K *const *a, float *yc, size_t y_stride, int acc_in) {
+    __m512 acc[8];
+    UNROLL for (int c = 0; c < C; c++)
+        acc[c] = acc_in ? _mm512_loadu_ps(yc + (size_t)c * y_stride) : _mm512_setzero_ps();
+    for (int64_t b = 0; b < nsb; b++) {
+        const g16q6_pack *p = pk + b;
+        __m512i isum[8];
+        UNROLL for (int j = 0; j < 16; j++) {
+            __m512i wv[4];
+            UNROLL for (int q = 0; q < 4; q++) wv[q] = _mm512_load_si512(p->q[j][q]);
+            const __m512i sc = _mm512_load_si512(p->sc[j]);
+            UNROLL for (int c = 0; c < C; c++) {
+                const int8_t *qs = a[c][b].qs + 16 * j;
+                __m512i s = _mm512_setzero_si512();
+                UNROLL for (int q = 0; q < 4; q++) {
+                    int32_t v;
+                    memcpy(&v, qs + 4 * q, 4);
+                    s = _mm512_dpbusd_epi32(s, wv[q], _mm512_set1_epi32(v));
+                }
+                s = _mm512_mullo_epi32(s, sc);
+                isum[c] = j == 0 ? s : _mm512_add_epi32(isum[c], s);
+            }
+        }
+        const __m512 d = _mm512_load_ps(p->d);
+        UNROLL for (int c = 0; c < C; c++) {
+            __m512i ms = _mm512_setzero_si512();
+            UNROLL for (int i = 0; i < 8; i++) {
+                int32_t v;
+                memcpy(&v, a[c][b].bsums + 2 * i, 4);
+                ms = _mm512_dpwssd_epi32(ms, _mm512_load_si512(p->sp[i]), _mm512_set1_epi32(v));
+            }
+            __m512i tot = _mm512_sub_epi32(isum[c], _mm512_slli_epi32(ms, 5));
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), _mm512_mul_ps(d, _mm512_set1_ps(a[c][b].d)), acc[c]);
+        }
+    }
+    UNROLL for (int c = 0; c < C; c++) _mm512_storeu_ps(yc + (size_t)c * y_stride, acc[c]);
+}
+
+static TGT void gemm16_q6_K(int64_t n, int64_t nrows16, const void *vw, size_t w_stride, const void *va,
+                            size_t a_stride, int64_t ncols, float *y, size_t y_stride) {
+    const int64_t nb = n / QK_K;
+    _Alignas(64) g16q6_pack pk[G16_GROUPS][G16K_MAX_SB];
+    for (int64_t r = 0; r < nrows16; r += 16 * G16_GROUPS) {
+        const int ng = (int)TOME_MIN(G16_GROUPS, (nrows16 - r) / 16);
+        for (int64_t s0 = 0; s0 < nb; s0 += G16K_MAX_SB) {
+            const int64_t nsb = TOME_MIN(G16K_MAX_SB, nb - s0);
+            for (int g = 0; g < ng; g++)
+                g16q6_pack_rows((const char *)vw + (size_t)(r + 16 * g) * w_stride, w_stride, s0, nsb, pk[g]);
+            for (int64_t c = 0; c < ncols; c += 8) {
+                const block_q8_K *a[8];
+                const int C = (int)TOME_MIN(8, ncols - c);
+                for (int j = 0; j < C; j++)
+                    a[j] = (const block_q8_K *)((const char *)va + (size_t)(c + j) * a_stride) + s0;
+                for (int g = 0; g < ng; g++) {
+                    float *yc = y + (size_t)c * y_stride + (size_t)(r + 16 * g);
+                    #define CALL(k) g16q6_cols(k, nsb, pk[g], a, yc, y_stride, s0 > 0)
+                    G16_BY_C(C, CALL)
+                    #undef CALL
+                }
+            }
+        }
+    }
+}
+
 static TGT void gemm_q6_K(int64_t n, int64_t nrows, const void *vw, size_t w_stride,
                           const void *va, size_t a_stride, int64_t ncols, float *y,
                           size_t y_stride) {
     int64_t nb = n / QK_K;
+    if (ncols >= G16_MIN_COLS && nrows >= 16) {
+        gemm16_q6_K(n, nrows & ~(int64_t)15, vw, w_stride, va, a_stride, ncols, y, y_stride);
+        if ((nrows & 15) == 0) return;
+        int64_t r0 = nrows & ~(int64_t)15; /* the last rows through the tiles */
+        vw = (const char *)vw + (size_t)r0 * w_stride;
+        y += r0;
+        nrows -= r0;
+    }
     for (int64_t c = 0; c < ncols; c += 4) {
         int C = (int)TOME_MIN(4, ncols - c);
         const block_q8_K *a[4];
@@ -678,10 +1098,196 @@ static TGT_BF16 float dot_bf16_dp(int64_t n, const void *vw, const void *va) {
     }
 GEMV_OF(q4_K) GEMV_OF(q5_K) GEMV_OF(q6_K) GEMV_OF(f16) GEMV_OF(bf16) GEMV_OF(f32)
 
+/* ---- F16 / BF16 prefill, 16 rows per vector ----------------------------------------------
+ * Without a gemm, cpu_matmul ran dot_f16 per row and column: every product converts both
+ * halves again and every row ends in a 16-lane reduction (~16 GMAC/s per core measured).
+ * Here, as for Q8_0 above, 16 rows are transposed once per call into lane = row order, now
+ * as floats: vector k of a group holds value k of each of the 16 rows (a 16-bit transposition
+ * in registers, then vcvtph2ps, or a shift for bf16). The activations (f16 or bf16, as
+ * tq_vec_dot_type says) of up to 8 columns are widened once per chunk into a small buffer, so
+ * a column's value k is one broadcast, and two groups x up to 8 columns keep 16 accumulators:
+ * per value k, 2 weight loads and <= 8 broadcasts feed 16 FMAs. Products of two halves are
+ * exact in float, so the only difference from dot() is the summation order: each row sums
+ * its values in order, from zero in every chunk of G16F_KC, and the chunk sums are added into
+ * y in order — within (KC + chunks)·2^-24·Σ|w·a| of the exact sum. Scratch on the stack:
+ * G16_GROUPS x 16 rows x G16F_KC floats (32 KiB) and 8 x G16F_KC floats, L1-resident.
+ * Measured (build/bench_simd -c 64, one thread, 2048 x 768): 68 GMAC/s against 16 (F16) and
+ * 28 (BF16) for a gemv per column; the FMA peak of the core is ~84. */
+#define G16F_KC 128
+
+/* f16 or bf16 (a constant after inlining) halves to floats */
+static inline __attribute__((always_inline)) TGT __m512 h16x16(__m256i v, int bf16) {
+    return bf16 ? bf16x16(v) : _mm512_cvtph_ps(v);
+}
+
+/* 32 values of 16 rows (x[r]: row r's values k..k+31) as floats, lane = row: wp[0..31].
+ * A 16-bit transposition in registers: words, dwords and qwords interleave within 128-bit
+ * lanes (after them lane j of c[o][m] holds rows 8o..8o+7 of value 8j + m), vpermt2q pairs
+ * the two row halves, vcvtph2ps widens. 64 shuffles and 32 conversions per 512 values, where
+ * dword gathers cost about three times as much. */
+static inline __attribute__((always_inline)) TGT void g16f_pack32(const __m512i x[16], float (*wp)[16], int bf16) {
+    __m512i a[16], b[16], c[2][8];
+    UNROLL for (int p = 0; p < 8; p++) { /* a[2p + h], dword d: rows 2p, 2p+1 of value 8j + 4h + d */
+        a[2 * p] = _mm512_unpacklo_epi16(x[2 * p], x[2 * p + 1]);
+        a[2 * p + 1] = _mm512_unpackhi_epi16(x[2 * p], x[2 * p + 1]);
+    }
+    UNROLL for (int q = 0; q < 4; q++) /* b[4q + 2h + s], qword e: rows 4q..4q+3 of 8j + 4h + 2s + e */
+        UNROLL for (int h = 0; h < 2; h++) {
+            b[4 * q + 2 * h] = _mm512_unpacklo_epi32(a[4 * q + h], a[4 * q + 2 + h]);
+            b[4 * q + 2 * h + 1] = _mm512_unpackhi_epi32(a[4 * q + h], a[4 * q + 2 + h]);
+        }
+    UNROLL for (int o = 0; o < 2; o++) /* c[o][2(2h + s) + t]: rows 8o..8o+7 of 8j + 4h + 2s + t */
+        UNROLL for (int hs = 0; hs < 4; hs++) {
+            c[o][2 * hs] = _mm512_unpacklo_epi64(b[8 * o + hs], b[8 * o + 4 + hs]);
+            c[o][2 * hs + 1] = _mm512_unpackhi_epi64(b[8 * o + hs], b[8 * o + 4 + hs]);
+        }
+    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), hi = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    UNROLL for (int m = 0; m < 8; m++) {
+        __m512i z0 = _mm512_permutex2var_epi64(c[0][m], lo, c[1][m]); /* values m, 8 + m */
+        __m512i z1 = _mm512_permutex2var_epi64(c[0][m], hi, c[1][m]); /* 16 + m, 24 + m */
+        _mm512_store_ps(wp[m], h16x16(_mm512_castsi512_si256(z0), bf16));
+        _mm512_store_ps(wp[8 + m], h16x16(_mm512_extracti64x4_epi64(z0, 1), bf16));
+        _mm512_store_ps(wp[16 + m], h16x16(_mm512_castsi512_si256(z1), bf16));
+        _mm512_store_ps(wp[24 + m], h16x16(_mm512_extracti64x4_epi64(z1, 1), bf16));
+    }
+}
+
+/* 16 rows (row 0 at w0) of f16 values [k0, k0 + kc) as floats, lane = row: wp[k][row].
+ * Needs k0 + kc >= 2: past the groups of 32, a dword gather takes pairs of values, and an
+ * odd last value comes from the pair that ends at it. */
+static inline __attribute__((always_inline)) TGT void g16f_pack(const char *w0, size_t w_stride, int64_t k0,
+                                                                int64_t kc, float (*wp)[16], int bf16) {
+    const char *p = w0 + (size_t)k0 * sizeof(tq_half);
+    int64_t k = 0;
+    for (; k + 32 <= kc; k += 32) {
+        __m512i x[16];
+        UNROLL for (int r = 0; r < 16; r++) x[r] = _mm512_loadu_si512(p + (size_t)r * w_stride + 2 * k);
+        g16f_pack32(x, wp + k, bf16);
+    }
+    if (k == kc) return;
+    const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32((int)w_stride));
+    /* even halves (value k of each row) to the low 256 bits, odd (k + 1) to the high */
+    static const uint16_t order[32] = {0, 2,  4,  6,  8,  10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30,
+                                       1, 3,  5,  7,  9,  11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
+    const __m512i split = _mm512_loadu_si512(order);
+    for (; k + 2 <= kc; k += 2) {
+        __m512i g = _mm512_permutexvar_epi16(split, _mm512_i32gather_epi32(rows, p + 2 * k, 1));
+        _mm512_store_ps(wp[k], h16x16(_mm512_castsi512_si256(g), bf16));
+        _mm512_store_ps(wp[k + 1], h16x16(_mm512_extracti64x4_epi64(g, 1), bf16));
+    }
+    if (k < kc) {
+        __m512i g = _mm512_permutexvar_epi16(split, _mm512_i32gather_epi32(rows, p + 2 * k - 2, 1));
+        _mm512_store_ps(wp[k], h16x16(_mm512_extracti64x4_epi64(g, 1), bf16));
+    }
+}
+
+/* R groups of 16 rows (packed at wp[g], G16F_KC values apart) x C columns (activations as
+ * floats at af + c * G16F_KC) over kc values; y columns at yc[c * y_stride], rows
+ * yc[16g..16g+15]; acc_in: add to what y holds (a later chunk). R, C: constants after
+ * inlining, so the 2 x 8 accumulators live in registers. */
+static inline __attribute__((always_inline)) TGT void g16f_cols(int R, int C, int64_t kc, const float (*wp)[16],
+                                                                const float *af, float *yc, size_t y_stride,
+                                                                int acc_in) {
+    __m512 acc[2][8];
+    UNROLL for (int g = 0; g < R; g++) UNROLL for (int c = 0; c < C; c++) acc[g][c] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kc; k++) {
+        __m512 w[2];
+        UNROLL for (int g = 0; g < R; g++) w[g] = _mm512_load_ps(wp[(size_t)g * G16F_KC + (size_t)k]);
+        UNROLL for (int c = 0; c < C; c++) {
+            const __m512 b = _mm512_set1_ps(af[c * G16F_KC + k]);
+            UNROLL for (int g = 0; g < R; g++) acc[g][c] = _mm512_fmadd_ps(w[g], b, acc[g][c]);
+        }
+    }
+    UNROLL for (int c = 0; c < C; c++) UNROLL for (int g = 0; g < R; g++) {
+        float *yp = yc + (size_t)c * y_stride + 16 * g;
+        _mm512_storeu_ps(yp, acc_in ? _mm512_add_ps(_mm512_loadu_ps(yp), acc[g][c]) : acc[g][c]);
+    }
+}
+
+/* rows [0, nrows16) (a multiple of 16) x ncols columns, n >= 2; bf16: the halves are bf16
+ * (weights and activations) rather than f16 */
+static inline __attribute__((always_inline)) TGT void gemm16_h(int bf16, int64_t n, int64_t nrows16, const void *vw,
+                                                               size_t w_stride, const void *va, size_t a_stride,
+                                                               int64_t ncols, float *y, size_t y_stride) {
+    _Alignas(64) float wp[G16_GROUPS * G16F_KC][16];
+    _Alignas(64) float af[8 * G16F_KC];
+    for (int64_t r = 0; r < nrows16; r += 16 * G16_GROUPS) {
+        const int ng = (int)TOME_MIN(G16_GROUPS, (nrows16 - r) / 16);
+        for (int64_t k0 = 0; k0 < n; k0 += G16F_KC) {
+            const int64_t kc = TOME_MIN(G16F_KC, n - k0);
+            for (int g = 0; g < ng; g++)
+                g16f_pack((const char *)vw + (size_t)(r + 16 * g) * w_stride, w_stride, k0, kc,
+                          wp + (size_t)g * G16F_KC, bf16);
+            for (int64_t c = 0; c < ncols; c += 8) {
+                const int C = (int)TOME_MIN(8, ncols - c);
+                for (int j = 0; j < C; j++) {
+                    const tq_half *ac = (const tq_half *)((const char *)va + (size_t)(c + j) * a_stride) + k0;
+                    for (int64_t k = 0; k < kc; k += 16) {
+                        __mmask16 m = kc - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (kc - k)) - 1);
+                        _mm512_mask_storeu_ps(af + j * G16F_KC + k, m,
+                                              h16x16(_mm256_maskz_loadu_epi16(m, ac + k), bf16));
+                    }
+                }
+                for (int g = 0; g < ng; g += 2) {
+                    float *yc = y + (size_t)c * y_stride + (size_t)(r + 16 * g);
+                    const float(*wg)[16] = wp + (size_t)g * G16F_KC;
+                    const int acc_in = k0 > 0;
+#define G16F_CASE(R, C) \
+    case (R) * 8 + (C): g16f_cols(R, C, kc, wg, af, yc, y_stride, acc_in); break;
+                    switch ((ng - g >= 2 ? 2 : 1) * 8 + C) {
+                        G16F_CASE(2, 8) G16F_CASE(2, 7) G16F_CASE(2, 6) G16F_CASE(2, 5)
+                        G16F_CASE(2, 4) G16F_CASE(2, 3) G16F_CASE(2, 2) G16F_CASE(2, 1)
+                        G16F_CASE(1, 8) G16F_CASE(1, 7) G16F_CASE(1, 6) G16F_CASE(1, 5)
+                        G16F_CASE(1, 4) G16F_CASE(1, 3) G16F_CASE(1, 2)
+                        default: g16f_cols(1, 1, kc, wg, af, yc, y_stride, acc_in); break;
+                    }
+#undef G16F_CASE
+                }
+            }
+        }
+    }
+}
+
+static TGT void gemm16_f16(int64_t n, int64_t nrows16, const void *vw, size_t w_stride, const void *va,
+                           size_t a_stride, int64_t ncols, float *y, size_t y_stride) {
+    gemm16_h(0, n, nrows16, vw, w_stride, va, a_stride, ncols, y, y_stride);
+}
+
+static TGT void gemm16_bf16(int64_t n, int64_t nrows16, const void *vw, size_t w_stride, const void *va,
+                            size_t a_stride, int64_t ncols, float *y, size_t y_stride) {
+    gemm16_h(1, n, nrows16, vw, w_stride, va, a_stride, ncols, y, y_stride);
+}
+
+/* Prefill entries: the 16-row path for whole groups of 16 rows, gemv for the rest (and for
+ * calls too small to repay the transposition). */
+#define G16H_ENTRY(name, tgt, g16, gemv)                                                           \
+    static tgt void name(int64_t n, int64_t nrows, const void *vw, size_t w_stride, const void *va, \
+                         size_t a_stride, int64_t ncols, float *y, size_t y_stride) {              \
+        int64_t r0 = 0;                                                                            \
+        if (ncols >= G16_MIN_COLS && nrows >= 16 && n >= 16) {                                     \
+            r0 = nrows & ~(int64_t)15;                                                             \
+            g16(n, r0, vw, w_stride, va, a_stride, ncols, y, y_stride);                            \
+        }                                                                                          \
+        if (r0 == nrows) return;                                                                   \
+        for (int64_t c = 0; c < ncols; c++)                                                        \
+            gemv(n, nrows - r0, (const char *)vw + (size_t)r0 * w_stride, w_stride,                \
+                 (const char *)va + (size_t)c * a_stride, y + (size_t)c * y_stride + r0);          \
+    }
+G16H_ENTRY(gemm_f16, TGT, gemm16_f16, gemv_f16)
+G16H_ENTRY(gemm_bf16, TGT, gemm16_bf16, gemv_bf16)
+
 static TGT_BF16 void gemv_bf16_dp(int64_t n, int64_t nrows, const void *w, size_t w_stride,
                                   const void *a, float *y) {
     for (int64_t r = 0; r < nrows; r++) y[r] = dot_bf16_dp(n, (const char *)w + (size_t)r * w_stride, a);
 }
+
+/* BF16 prefill with avx512bf16: the widened values of gemm16_bf16, tails through
+ * gemv_bf16_dp so that they equal dot() exactly. A vdpbf16ps version (16 rows transposed as
+ * dwords, i.e. pairs of values, a column's pair broadcast, 32 MACs per instruction) was
+ * measured at 41 GMAC/s against 68 for the widened values (build/bench_simd -r 2048 -n 768
+ * -c 64, one thread, Xeon with avx512_bf16): vdpbf16ps issues at half the FMA rate there. */
+G16H_ENTRY(gemm_bf16_dp, TGT_BF16, gemm16_bf16, gemv_bf16_dp)
 
 void cpu_simd_fill_avx512(cpu_kernels *k) {
     k->dot[GGML_TYPE_Q8_0] = dot_block_q8_0;  k->gemv[GGML_TYPE_Q8_0] = gemv_block_q8_0;
@@ -693,13 +1299,16 @@ void cpu_simd_fill_avx512(cpu_kernels *k) {
     k->dot[GGML_TYPE_Q6_K] = dot_q6_K;  k->gemv[GGML_TYPE_Q6_K] = gemv_q6_K;
     k->gemm[GGML_TYPE_Q6_K] = gemm_q6_K;
     k->dot[GGML_TYPE_F16] = dot_f16;    k->gemv[GGML_TYPE_F16] = gemv_f16;
+    k->gemm[GGML_TYPE_F16] = gemm_f16;
     k->dot[GGML_TYPE_F32] = dot_f32;    k->gemv[GGML_TYPE_F32] = gemv_f32;
     if (k->feat.avx512bf16) {
         k->dot[GGML_TYPE_BF16] = dot_bf16_dp;
         k->gemv[GGML_TYPE_BF16] = gemv_bf16_dp;
+        k->gemm[GGML_TYPE_BF16] = gemm_bf16_dp;
     } else {
         k->dot[GGML_TYPE_BF16] = dot_bf16;
         k->gemv[GGML_TYPE_BF16] = gemv_bf16;
+        k->gemm[GGML_TYPE_BF16] = gemm_bf16;
     }
 }
 
