@@ -16,6 +16,8 @@
  */
 #include "cpu/pool.h"
 
+#include "util.h"
+
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -35,6 +37,7 @@ enum {
     TPOOL_YIELD = 1 << 8,  /* rounds between sched_yield calls while spinning: on a machine
                             * with more runnable threads than cores the thread that has the
                             * work gets the core */
+    TPOOL_CHUNKS = 4,      /* chunks per thread a job is cut into (taken first come, first served) */
 };
 
 struct tpool {
@@ -50,19 +53,22 @@ struct tpool {
     tpool_fn fn;
     void *ctx;
     int64_t total, align;
+    int64_t units, chunk;  /* align-sized units in the job; units per grab */
+    _Atomic int64_t next;  /* the next unit not yet taken */
 };
 
 typedef struct { tpool *p; int tid; } worker_arg;
 
-static void range_of(const tpool *p, int tid, int64_t *s, int64_t *e) {
-    int64_t units = (p->total + p->align - 1) / p->align;
-    int64_t per = units / p->n, rem = units % p->n;
-    int64_t us = tid * per + (tid < rem ? tid : rem);
-    int64_t ue = us + per + (tid < rem ? 1 : 0);
-    *s = us * p->align;
-    *e = ue * p->align;
-    if (*s > p->total) *s = p->total;
-    if (*e > p->total) *e = p->total;
+/* Runs chunks of the current job until none is left. Chunk boundaries depend only on the
+ * job, not on which thread takes a chunk, so results are the same whatever the timing; a
+ * thread that is preempted (a busy machine) simply takes fewer chunks. */
+static void run_chunks(tpool *p, int tid) {
+    for (;;) {
+        int64_t u = atomic_fetch_add_explicit(&p->next, p->chunk, memory_order_relaxed);
+        if (u >= p->units) return;
+        int64_t s = u * p->align, e = TOME_MIN(p->total, (u + p->chunk) * p->align);
+        p->fn(p->ctx, s, e, tid);
+    }
 }
 
 /* Waits until gen differs from `seen`; returns the new generation. */
@@ -91,9 +97,7 @@ static void *worker(void *arg) {
     for (;;) {
         seen = wait_job(p, seen);
         if (atomic_load_explicit(&p->quit, memory_order_acquire)) break;
-        int64_t s, e;
-        range_of(p, tid, &s, &e);
-        if (s < e) p->fn(p->ctx, s, e, tid);
+        run_chunks(p, tid);
         atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
     }
     return NULL;
@@ -161,11 +165,12 @@ void tpool_run(tpool *p, int64_t n, int64_t align, tpool_fn fn, void *ctx) {
     p->ctx = ctx;
     p->total = n;
     p->align = align;
+    p->units = (n + align - 1) / align;
+    p->chunk = TOME_MAX((int64_t)1, p->units / ((int64_t)p->n * TPOOL_CHUNKS));
+    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
     atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
     publish(p);
-    int64_t s, e;
-    range_of(p, 0, &s, &e);
-    if (s < e) fn(ctx, s, e, 0);
+    run_chunks(p, 0);
     for (unsigned i = 1; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; i++) {
         CPU_RELAX();
         if (i % TPOOL_YIELD == 0) sched_yield();

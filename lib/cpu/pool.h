@@ -1,9 +1,10 @@
 /* pool.h — a tiny fork-join thread pool for the CPU backend.
  *
- * pool_run splits [0, n) into one contiguous range per thread and calls fn on each from the
- * pool's workers (the calling thread takes range 0), returning when all are done. No work
- * stealing, no nesting: ops split the dimension that is large and even (matmul rows,
- * attention heads). A pool with one thread runs everything on the caller.
+ * tpool_run cuts [0, n) into a few contiguous chunks per thread (boundaries fixed by n, align
+ * and the thread count) that the caller and the workers take first come, first served, and
+ * returns when all are done: a thread slowed by the rest of the machine takes fewer chunks.
+ * No nesting: ops split the dimension that is large and even (matmul rows, attention heads).
+ * A pool with one thread runs everything on the caller.
  */
 #ifndef TOME_CPU_POOL_H
 #define TOME_CPU_POOL_H
@@ -19,8 +20,9 @@ typedef void (*tpool_fn)(void *ctx, int64_t start, int64_t end, int tid);
 tpool *tpool_new(int n_threads);
 void tpool_free(tpool *p);
 int tpool_size(const tpool *p);
-/* Runs fn over [0, n) split into contiguous ranges, each a multiple of `align` items (the
- * last takes the remainder). Blocks until done. Not reentrant. */
+/* Runs fn over [0, n) split into contiguous chunks, each a multiple of `align` items (the
+ * last takes the remainder); fn may be called several times per thread (tid tells which
+ * thread). Blocks until done. Not reentrant. */
 void tpool_run(tpool *p, int64_t n, int64_t align, tpool_fn fn, void *ctx);
 
 #endif
