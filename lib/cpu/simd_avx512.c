@@ -491,6 +491,14 @@ static inline TGT __m512i idx_pair(int lo) {
     return _mm512_inserti64x4(_mm512_set1_epi16((short)lo), _mm256_set1_epi16((short)(lo + 1)), 1);
 }
 
+/* vpshufb control over 8 words broadcast to every 128-bit lane: word `lo` into 16-bit lanes
+ * 0..15 and word lo+1 into 16..31 — idx_pair's spread with a one-uop in-lane shuffle. */
+static inline TGT __m512i ctl_pair(int lo) {
+    __m256i a = _mm256_set1_epi16((short)(2 * lo | (2 * lo + 1) << 8));
+    __m256i b = _mm256_set1_epi16((short)((2 * lo + 2) | (2 * lo + 3) << 8));
+    return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+}
+
 /* 32 16-bit lanes: scale index base+k in lanes 8k..8k+7 (k = 0..3). */
 static inline TGT __m512i idx_quad(int base) {
     __m128i a = _mm_set1_epi16((short)base), b = _mm_set1_epi16((short)(base + 1));
@@ -516,23 +524,23 @@ static TGT float dot_q4_K(int64_t n, const void *vw, const void *va) {
     int64_t nb = n / QK_K;
     __m512 acc = _mm512_setzero_ps();
     __m256 accm = _mm256_setzero_ps();
-    const __m512i ix0 = idx_pair(0), ix1 = idx_pair(2), ix2 = idx_pair(4), ix3 = idx_pair(6);
+    const __m512i ix0 = ctl_pair(0), ix1 = ctl_pair(2), ix2 = ctl_pair(4), ix3 = ctl_pair(6);
     for (int64_t i = 0; i < nb; i++) {
         __m128i scm = unpack_k4_scales(w[i].scales);
         float d = h2f(w[i].d) * a[i].d, dmin = h2f(w[i].dmin) * a[i].d;
         accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(k4_min_sums(scm, a[i].bsums)),
                                accm);
-        __m512i s16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(scm));
+        __m512i s16 = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(scm));
         const int8_t *q8 = a[i].qs;
         /* two chains: vpdpwssd's latency would otherwise serialise the four chunks */
         __m512i p0 = _mm512_maddubs_epi16(nibbles64(w[i].qs), _mm512_loadu_si512(q8));
         __m512i p1 = _mm512_maddubs_epi16(nibbles64(w[i].qs + 32), _mm512_loadu_si512(q8 + 64));
         __m512i p2 = _mm512_maddubs_epi16(nibbles64(w[i].qs + 64), _mm512_loadu_si512(q8 + 128));
         __m512i p3 = _mm512_maddubs_epi16(nibbles64(w[i].qs + 96), _mm512_loadu_si512(q8 + 192));
-        __m512i s0 = _mm512_madd_epi16(p0, _mm512_permutexvar_epi16(ix0, s16));
-        __m512i s1 = _mm512_madd_epi16(p1, _mm512_permutexvar_epi16(ix1, s16));
-        s0 = _mm512_dpwssd_epi32(s0, p2, _mm512_permutexvar_epi16(ix2, s16));
-        s1 = _mm512_dpwssd_epi32(s1, p3, _mm512_permutexvar_epi16(ix3, s16));
+        __m512i s0 = _mm512_madd_epi16(p0, _mm512_shuffle_epi8(s16, ix0));
+        __m512i s1 = _mm512_madd_epi16(p1, _mm512_shuffle_epi8(s16, ix1));
+        s0 = _mm512_dpwssd_epi32(s0, p2, _mm512_shuffle_epi8(s16, ix2));
+        s1 = _mm512_dpwssd_epi32(s1, p3, _mm512_shuffle_epi8(s16, ix3));
         __m512i sumi = _mm512_add_epi32(s0, s1);
         acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
     }
