@@ -4,7 +4,9 @@
  * to KV_TILE keys of one kv head (contiguous bytes, thanks to the head-major layout),
  * dequantises each K row once for all the query heads of its GQA group, updates their online
  * softmax (running max m, sum l, unnormalised acc) once per tile, then streams the V rows.
- * Nothing is gathered into a contiguous copy; scratch is a few KiB of stack per call.
+ * Nothing is gathered into a contiguous copy; scratch is a few KiB of stack per call. Prefill
+ * (kv_attend_block) does the same for blocks of queries sharing each tile, with the tile
+ * dequantised into heap scratch (see "prefill: a block of queries" below).
  *
  * Page size (KV_DEFAULT_PAGE_TOKENS = 64): decode attention for one query over 65536 keys,
  * 8B-class shape (32 q / 8 kv heads, d 128), one thread, AVX2 path, thread CPU time, best of 9,

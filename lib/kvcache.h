@@ -175,7 +175,10 @@ int kv_attend(const kv_cache *c, int seq, int layer, const kv_attn *a, const flo
 
 /* A block of n_q query positions pos0 .. pos0+n_q-1 (prefill, causal): q is
  * [n_q][n_head][head_dim], out [n_q][n_head][head_dim_v]. Their keys must already be stored
- * (kv_store the chunk first). Each query runs the decode loop: no K/V reuse across queries yet. */
+ * (kv_store the chunk first). With the AVX2 kernels and head dims that are multiples of 8,
+ * groups of 16 positions share each dequantised K/V tile (the decode loop's results to float
+ * summation order); otherwise each query runs the decode loop. Returns 0, TOME_EINPUT, or
+ * TOME_ERESOURCE when the tile scratch (a few hundred KiB at most) cannot be allocated. */
 int kv_attend_block(const kv_cache *c, int seq, int layer, const kv_attn *a, const float *q,
                     int64_t n_q, int64_t pos0, float *out);
 
