@@ -111,14 +111,7 @@ TEST(device_gpu_backend_kv_types) {
 
 /* ---- GPU vs CPU, end to end (tests/gpu.sh; skip without a GPU) ------------------------------ */
 
-#define GPU_DEV_OR_SKIP(dev)                                                              \
-    cuda_dev *dev = NULL;                                                                 \
-    do {                                                                                  \
-        char why_[256] = "";                                                              \
-        if (cuda_device_count(why_, sizeof why_) == 0) SKIP("no GPU: %s", why_);         \
-        terr e_ = {0};                                                                    \
-        REQUIREF(cuda_open(&dev, 0, &e_) == 0, "%s", e_.msg);                            \
-    } while (0)
+#include "gpu_test.h"
 
 static int argmax(const float *x, int n) {
     int b = 0;
@@ -215,7 +208,7 @@ static const char *mk(const char *name, const char *flags) {
 }
 
 TEST(gpu_e2e_stories260K) {
-    GPU_DEV_OR_SKIP(dev);
+    GPU_OR_SKIP(dev);
     DATA_OR_SKIP(bin, "models/stories260K.bin");
     DATA_OR_SKIP(tok, "models/tok512.bin");
     if (access("build/llama2c2gguf", X_OK)) { cuda_close(dev); free(bin); free(tok); SKIP("build/llama2c2gguf not built"); }
@@ -230,7 +223,7 @@ TEST(gpu_e2e_stories260K) {
 }
 
 static void llamacpp(tctx *T, const char *rel) {
-    GPU_DEV_OR_SKIP(dev);
+    GPU_OR_SKIP(dev);
     char *p = tdata_path(rel);
     if (!p) { cuda_close(dev); SKIP("test data %s not found under TOME_DATA", rel); }
     gpu_vs_cpu(T, dev, p, NULL, 256, 32, 48, 16, 5e-3);
@@ -263,7 +256,7 @@ static const char *const k_cases[][2] = {
 };
 
 TEST(gpu_e2e_archs) {
-    GPU_DEV_OR_SKIP(dev);
+    GPU_OR_SKIP(dev);
     if (access("build/mkgguf", X_OK)) { cuda_close(dev); SKIP("build/mkgguf not built"); }
     for (size_t i = 0; i < sizeof k_cases / sizeof *k_cases; i++) {
         const char *p = mk(k_cases[i][0], k_cases[i][1]);
@@ -275,7 +268,7 @@ TEST(gpu_e2e_archs) {
 
 /* Streaming (sinks + window) past n_ctx: page eviction and holes in the device block table. */
 TEST(gpu_e2e_streaming) {
-    GPU_DEV_OR_SKIP(dev);
+    GPU_OR_SKIP(dev);
     if (access("build/mkgguf", X_OK)) { cuda_close(dev); SKIP("build/mkgguf not built"); }
     const char *p = mk("stream", "--arch llama --type q8_0 --n-embd 128 --n-head 4 --n-head-kv 2 --vocab 512 --seed 31");
     REQUIRE(p != NULL);
@@ -367,7 +360,7 @@ static void kvq_cases(tctx *T, cuda_dev *dev, double tol_q8, double tol_q4) {
 }
 
 TEST(gpu_e2e_kv_quant) {
-    GPU_DEV_OR_SKIP(dev);
+    GPU_OR_SKIP(dev);
     if (access("build/mkgguf", X_OK)) { cuda_close(dev); SKIP("build/mkgguf not built"); }
     kvq_cases(T, dev, 2.5e-2, 5e-2);
     cuda_close(dev);
@@ -380,7 +373,7 @@ TEST(device_e2e_harness_kv_quant_cpu_vs_cpu) {
 }
 
 TEST(gpu_e2e_stories260K_kv_quant) {
-    GPU_DEV_OR_SKIP(dev);
+    GPU_OR_SKIP(dev);
     DATA_OR_SKIP(bin, "models/stories260K.bin");
     DATA_OR_SKIP(tok, "models/tok512.bin");
     if (access("build/llama2c2gguf", X_OK)) { cuda_close(dev); free(bin); free(tok); SKIP("build/llama2c2gguf not built"); }
@@ -471,7 +464,7 @@ static int64_t graphs_vs_plain(tctx *T, cuda_dev *dev, const char *path, const e
 }
 
 TEST(gpu_e2e_graphs) {
-    GPU_DEV_OR_SKIP(dev);
+    GPU_OR_SKIP(dev);
     if (access("build/mkgguf", X_OK)) { cuda_close(dev); SKIP("build/mkgguf not built"); }
     const char *pth = mk("graphs", "--arch llama --type q8_0 --n-embd 128 --n-head 4 --n-head-kv 2 --vocab 512 --seed 51");
     REQUIRE(pth != NULL);
@@ -593,7 +586,7 @@ static void longctx_one(tctx *T, cuda_dev *dev, const char *path, const char *kv
 TEST(gpu_longctx_fill_decode) {
     const char *path = getenv("TOME_LONGCTX_MODEL");
     if (!path || !*path) SKIP("TOME_LONGCTX_MODEL not set (tests/gpu.sh longctx sets it)");
-    GPU_DEV_OR_SKIP(dev);
+    GPU_OR_SKIP(dev);
     const char *kv = getenv("TOME_LONGCTX_KV");
     const char *fills = getenv("TOME_LONGCTX_FILLS");
     char list[256];
