@@ -19,6 +19,8 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
+#include "cpu/simd_x86.h"
+
 /* Loops over registers (rows, sub-blocks, vectors) must unroll fully so that their arrays
  * live in registers; -O2 alone keeps such loops and spills the arrays to the stack. */
 #define UNROLL _Pragma("GCC unroll 16")
@@ -121,18 +123,6 @@ static TGT float dot_q4_0(int64_t n, const void *vw, const void *va) {
                                acc0);
     }
     return hsum_ps(_mm256_add_ps(acc0, acc1));
-}
-
-/* The 12 packed bytes of Q4_K/Q5_K scales -> bytes 0..7: the eight 6-bit scales, bytes 8..15:
- * the eight 6-bit mins. Done in 32-bit words, in registers: building the bytes in memory and
- * reloading them as a vector stalls on store forwarding. */
-static inline TGT __m128i unpack_k4_scales(const uint8_t q[K_SCALE_SIZE]) {
-    uint32_t u0, u1, u2;
-    memcpy(&u0, q, 4), memcpy(&u1, q + 4, 4), memcpy(&u2, q + 8, 4);
-    uint32_t sc_lo = u0 & 0x3F3F3F3Fu, m_lo = u1 & 0x3F3F3F3Fu;
-    uint32_t sc_hi = (u2 & 0x0F0F0F0Fu) | (((u0 >> 6) & 0x03030303u) << 4);
-    uint32_t m_hi = ((u2 >> 4) & 0x0F0F0F0Fu) | (((u1 >> 6) & 0x03030303u) << 4);
-    return _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)m_lo, (int)m_hi);
 }
 
 /* Σ_j m[j] * (bsums[2j] + bsums[2j+1]) as 8 int32 lanes (to be summed); m in bytes 8..15. */

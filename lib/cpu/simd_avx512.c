@@ -23,6 +23,8 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
+#include "cpu/simd_x86.h"
+
 /* Loops over registers (rows, sub-blocks, vectors) must unroll fully so that their arrays
  * live in registers; -O2 alone keeps such loops and spills the arrays to the stack. */
 #define UNROLL _Pragma("GCC unroll 16")
@@ -322,6 +324,25 @@ static inline TGT void unsign_q8_0(const block_q8_0 *a, int64_t nb8, uint8_t *u)
 #define G16_GROUPS 4 /* 64 rows: cpu_matmul's tiles are at most 64 rows */
 #define G16_MIN_COLS 4 /* below this the transposition costs more than the tiles lose */
 
+/* A 16-rows-per-vector kernel over rows [0, nrows16); returns 0 when it could not run (no
+ * memory for its scratch, or a shape it does not take), having written nothing. */
+typedef int (*g16_fn)(int64_t n, int64_t nrows16, const void *vw, size_t w_stride, const void *va,
+                      size_t a_stride, int64_t ncols, float *y, size_t y_stride);
+
+/* The front of every prefill entry: with G16_MIN_COLS columns or more, g16 takes the rows in
+ * whole groups of 16 and *vw, *y, *nrows are moved past them, leaving the last rows (fewer
+ * than 16) to the entry's own tiles. Returns 1 when no row is left. */
+static inline TGT int g16_front(g16_fn g16, int64_t n, int64_t *nrows, const void **vw, size_t w_stride,
+                                const void *va, size_t a_stride, int64_t ncols, float **y, size_t y_stride) {
+    if (ncols < G16_MIN_COLS || *nrows < 16) return 0;
+    const int64_t r0 = *nrows & ~(int64_t)15;
+    if (!g16(n, r0, *vw, w_stride, va, a_stride, ncols, *y, y_stride)) return 0;
+    *vw = (const char *)*vw + (size_t)r0 * w_stride;
+    *y += r0;
+    *nrows -= r0;
+    return *nrows == 0;
+}
+
 /* the transposed, +128 weights of 16 rows (row pointers w[16]) for blocks [b0, b0 + nbc) and
  * their scales as floats */
 static TGT void g16_pack(const char *w0, size_t w_stride, int64_t b0, int64_t nbc,
@@ -426,14 +447,7 @@ static TGT void gemm_block_q8_0(int64_t n, int64_t nrows, const void *vw, size_t
                                 const void *va, size_t a_stride, int64_t ncols, float *y,
                                 size_t y_stride) {
     int64_t nb = n / 32, c = 0;
-    if (ncols >= G16_MIN_COLS && nrows >= 16 &&
-        gemm16_q8_0(n, nrows & ~(int64_t)15, vw, w_stride, va, a_stride, ncols, y, y_stride)) {
-        if ((nrows & 15) == 0) return;
-        int64_t r0 = nrows & ~(int64_t)15; /* the last rows through the tiles */
-        vw = (const char *)vw + (size_t)r0 * w_stride;
-        y += r0;
-        nrows -= r0;
-    }
+    if (g16_front(gemm16_q8_0, n, &nrows, &vw, w_stride, va, a_stride, ncols, &y, y_stride)) return;
     if (n <= TILE_Q8_0_MAX_N) {
         _Alignas(64) uint8_t ubuf[2][TILE_Q8_0_MAX_N];
         for (; c + 1 < ncols; c += 2) {
@@ -467,18 +481,6 @@ static TGT void gemm_block_q8_0(int64_t n, int64_t nrows, const void *vw, size_t
  * (Q4_K/Q5_K) or int8 (Q6_K) sub-block scales are spread over the 16-bit lanes with vpermw and
  * applied by vpdpwssd. Bounds: vpmaddubsw pairs <= 2*63*127 (Q6_K, before the -32 offset),
  * the super-block sum <= 256*32*127*128 < 2^31. */
-
-/* The 12 packed bytes of Q4_K/Q5_K scales -> bytes 0..7: the eight 6-bit scales, bytes 8..15:
- * the eight 6-bit mins. Done in 32-bit words, in registers: building the bytes in memory and
- * reloading them as a vector stalls on store forwarding. */
-static inline TGT __m128i unpack_k4_scales(const uint8_t q[K_SCALE_SIZE]) {
-    uint32_t u0, u1, u2;
-    memcpy(&u0, q, 4), memcpy(&u1, q + 4, 4), memcpy(&u2, q + 8, 4);
-    uint32_t sc_lo = u0 & 0x3F3F3F3Fu, m_lo = u1 & 0x3F3F3F3Fu;
-    uint32_t sc_hi = (u2 & 0x0F0F0F0Fu) | (((u0 >> 6) & 0x03030303u) << 4);
-    uint32_t m_hi = ((u2 >> 4) & 0x0F0F0F0Fu) | (((u1 >> 6) & 0x03030303u) << 4);
-    return _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)m_lo, (int)m_hi);
-}
 
 /* Σ_j m[j] * (bsums[2j] + bsums[2j+1]) as 8 int32 lanes (to be summed); m in bytes 8..15. */
 static inline TGT __m256i k4_min_sums(__m128i scm, const int16_t bsums[16]) {
@@ -724,14 +726,7 @@ static TGT void gemm_q4_K(int64_t n, int64_t nrows, const void *vw, size_t w_str
                           const void *va, size_t a_stride, int64_t ncols, float *y,
                           size_t y_stride) {
     int64_t nb = n / QK_K;
-    if (ncols >= G16_MIN_COLS && nrows >= 16 &&
-        gemm16_q4_K(n, nrows & ~(int64_t)15, vw, w_stride, va, a_stride, ncols, y, y_stride)) {
-        if ((nrows & 15) == 0) return;
-        int64_t r0 = nrows & ~(int64_t)15; /* the last rows through the tiles */
-        vw = (const char *)vw + (size_t)r0 * w_stride;
-        y += r0;
-        nrows -= r0;
-    }
+    if (g16_front(gemm16_q4_K, n, &nrows, &vw, w_stride, va, a_stride, ncols, &y, y_stride)) return;
     for (int64_t c = 0; c < ncols; c += 4) {
         int C = (int)TOME_MIN(4, ncols - c);
         const block_q8_K *a[4];
@@ -960,7 +955,7 @@ static inline __attribute__((always_inline)) TGT void g16q6_cols(
     UNROLL for (int c = 0; c < C; c++) _mm512_storeu_ps(yc + (size_t)c * y_stride, acc[c]);
 }
 
-static TGT void gemm16_q6_K(int64_t n, int64_t nrows16, const void *vw, size_t w_stride, const void *va,
+static TGT int gemm16_q6_K(int64_t n, int64_t nrows16, const void *vw, size_t w_stride, const void *va,
                             size_t a_stride, int64_t ncols, float *y, size_t y_stride) {
     const int64_t nb = n / QK_K;
     _Alignas(64) g16q6_pack pk[G16_GROUPS][G16K_MAX_SB];
@@ -984,20 +979,14 @@ static TGT void gemm16_q6_K(int64_t n, int64_t nrows16, const void *vw, size_t w
             }
         }
     }
+    return 1;
 }
 
 static TGT void gemm_q6_K(int64_t n, int64_t nrows, const void *vw, size_t w_stride,
                           const void *va, size_t a_stride, int64_t ncols, float *y,
                           size_t y_stride) {
     int64_t nb = n / QK_K;
-    if (ncols >= G16_MIN_COLS && nrows >= 16) {
-        gemm16_q6_K(n, nrows & ~(int64_t)15, vw, w_stride, va, a_stride, ncols, y, y_stride);
-        if ((nrows & 15) == 0) return;
-        int64_t r0 = nrows & ~(int64_t)15; /* the last rows through the tiles */
-        vw = (const char *)vw + (size_t)r0 * w_stride;
-        y += r0;
-        nrows -= r0;
-    }
+    if (g16_front(gemm16_q6_K, n, &nrows, &vw, w_stride, va, a_stride, ncols, &y, y_stride)) return;
     for (int64_t c = 0; c < ncols; c += 4) {
         int C = (int)TOME_MIN(4, ncols - c);
         const block_q8_K *a[4];
@@ -1257,14 +1246,19 @@ static inline __attribute__((always_inline)) TGT void gemm16_h(int bf16, int64_t
     }
 }
 
-static TGT void gemm16_f16(int64_t n, int64_t nrows16, const void *vw, size_t w_stride, const void *va,
-                           size_t a_stride, int64_t ncols, float *y, size_t y_stride) {
+/* (rows shorter than 16 values: not taken) */
+static TGT int gemm16_f16(int64_t n, int64_t nrows16, const void *vw, size_t w_stride, const void *va,
+                          size_t a_stride, int64_t ncols, float *y, size_t y_stride) {
+    if (n < 16) return 0;
     gemm16_h(0, n, nrows16, vw, w_stride, va, a_stride, ncols, y, y_stride);
+    return 1;
 }
 
-static TGT void gemm16_bf16(int64_t n, int64_t nrows16, const void *vw, size_t w_stride, const void *va,
-                            size_t a_stride, int64_t ncols, float *y, size_t y_stride) {
+static TGT int gemm16_bf16(int64_t n, int64_t nrows16, const void *vw, size_t w_stride, const void *va,
+                           size_t a_stride, int64_t ncols, float *y, size_t y_stride) {
+    if (n < 16) return 0;
     gemm16_h(1, n, nrows16, vw, w_stride, va, a_stride, ncols, y, y_stride);
+    return 1;
 }
 
 /* Prefill entries: the 16-row path for whole groups of 16 rows, gemv for the rest (and for
@@ -1272,15 +1266,9 @@ static TGT void gemm16_bf16(int64_t n, int64_t nrows16, const void *vw, size_t w
 #define G16H_ENTRY(name, tgt, g16, gemv)                                                           \
     static tgt void name(int64_t n, int64_t nrows, const void *vw, size_t w_stride, const void *va, \
                          size_t a_stride, int64_t ncols, float *y, size_t y_stride) {              \
-        int64_t r0 = 0;                                                                            \
-        if (ncols >= G16_MIN_COLS && nrows >= 16 && n >= 16) {                                     \
-            r0 = nrows & ~(int64_t)15;                                                             \
-            g16(n, r0, vw, w_stride, va, a_stride, ncols, y, y_stride);                            \
-        }                                                                                          \
-        if (r0 == nrows) return;                                                                   \
+        if (g16_front(g16, n, &nrows, &vw, w_stride, va, a_stride, ncols, &y, y_stride)) return;   \
         for (int64_t c = 0; c < ncols; c++)                                                        \
-            gemv(n, nrows - r0, (const char *)vw + (size_t)r0 * w_stride, w_stride,                \
-                 (const char *)va + (size_t)c * a_stride, y + (size_t)c * y_stride + r0);          \
+            gemv(n, nrows, vw, w_stride, (const char *)va + (size_t)c * a_stride, y + (size_t)c * y_stride); \
     }
 G16H_ENTRY(gemm_f16, TGT, gemm16_f16, gemv_f16)
 G16H_ENTRY(gemm_bf16, TGT, gemm16_bf16, gemv_bf16)

@@ -1,0 +1,24 @@
+/* simd_x86.h — helpers shared by the AVX2 and AVX-512 kernel files (include after
+ * <immintrin.h>, inside their x86 guard). Baseline SSE2 only, so they inline into functions of
+ * either target. */
+#ifndef TOME_CPU_SIMD_X86_H
+#define TOME_CPU_SIMD_X86_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "quant.h"
+
+/* The 12 packed bytes of Q4_K/Q5_K scales -> bytes 0..7: the eight 6-bit scales, bytes 8..15:
+ * the eight 6-bit mins. Done in 32-bit words, in registers: building the bytes in memory and
+ * reloading them as a vector stalls on store forwarding (and a vector unpack measured slower). */
+static inline __m128i unpack_k4_scales(const uint8_t q[K_SCALE_SIZE]) {
+    uint32_t u0, u1, u2;
+    memcpy(&u0, q, 4), memcpy(&u1, q + 4, 4), memcpy(&u2, q + 8, 4);
+    uint32_t sc_lo = u0 & 0x3F3F3F3Fu, m_lo = u1 & 0x3F3F3F3Fu;
+    uint32_t sc_hi = (u2 & 0x0F0F0F0Fu) | (((u0 >> 6) & 0x03030303u) << 4);
+    uint32_t m_hi = ((u2 >> 4) & 0x0F0F0F0Fu) | (((u1 >> 6) & 0x03030303u) << 4);
+    return _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)m_lo, (int)m_hi);
+}
+
+#endif
