@@ -204,23 +204,26 @@ static inline __attribute__((always_inline)) TGT void tile_q4_K(
     UNROLL for (int c = 0; c < C; c++) y[(size_t)c * y_stride] = hsum_ps(acc[c]) - hsum_ps(accm[c]);
 }
 
-static TGT void gemm_q4_K(int64_t n, int64_t nrows, const void *vw, size_t w_stride,
-                          const void *va, size_t a_stride, int64_t ncols, float *y,
-                          size_t y_stride) {
-    int64_t nb = n / QK_K;
-    for (int64_t c = 0; c < ncols; c += Q4K_TILE_MAXC) {
-        int C = (int)TOME_MIN(Q4K_TILE_MAXC, ncols - c);
-        const block_q8_K *a[Q4K_TILE_MAXC];
-        for (int j = 0; j < C; j++) a[j] = (const void *)((const char *)va + (size_t)(c + j) * a_stride);
-        float *yc = y + (size_t)c * y_stride;
-        for (int64_t r = 0; r < nrows; r++) {
-            const block_q4_K *w = (const void *)((const char *)vw + (size_t)r * w_stride);
-            if (C == Q4K_TILE_MAXC) tile_q4_K(Q4K_TILE_MAXC, nb, w, a, yc + r, y_stride);
-            else
-                for (int j = 0; j < C; j++) tile_q4_K(1, nb, w, a + j, yc + (size_t)j * y_stride + r, y_stride);
-        }
+/* The prefill entry of a K-quant: Q4K_TILE_MAXC columns at a time through TILE, one row after
+ * another (a narrower last group column by column). */
+#define KQ_GEMM(name, WT, TILE)                                                                    \
+    static TGT void name(int64_t n, int64_t nrows, const void *vw, size_t w_stride, const void *va, \
+                         size_t a_stride, int64_t ncols, float *y, size_t y_stride) {              \
+        int64_t nb = n / QK_K;                                                                     \
+        for (int64_t c = 0; c < ncols; c += Q4K_TILE_MAXC) {                                       \
+            int C = (int)TOME_MIN(Q4K_TILE_MAXC, ncols - c);                                       \
+            const block_q8_K *a[Q4K_TILE_MAXC];                                                    \
+            for (int j = 0; j < C; j++) a[j] = (const void *)((const char *)va + (size_t)(c + j) * a_stride); \
+            float *yc = y + (size_t)c * y_stride;                                                  \
+            for (int64_t r = 0; r < nrows; r++) {                                                  \
+                const WT *w = (const void *)((const char *)vw + (size_t)r * w_stride);             \
+                if (C == Q4K_TILE_MAXC) TILE(Q4K_TILE_MAXC, nb, w, a, yc + r, y_stride);           \
+                else                                                                               \
+                    for (int j = 0; j < C; j++) TILE(1, nb, w, a + j, yc + (size_t)j * y_stride + r, y_stride); \
+            }                                                                                      \
+        }                                                                                          \
     }
-}
+KQ_GEMM(gemm_q4_K, block_q4_K, tile_q4_K)
 
 static TGT float dot_q5_K(int64_t n, const void *vw, const void *va) {
     const block_q5_K *w = vw;
@@ -343,23 +346,7 @@ static inline __attribute__((always_inline)) TGT void tile_q6_K(
     UNROLL for (int c = 0; c < C; c++) y[(size_t)c * y_stride] = hsum_ps(acc[c]);
 }
 
-static TGT void gemm_q6_K(int64_t n, int64_t nrows, const void *vw, size_t w_stride,
-                          const void *va, size_t a_stride, int64_t ncols, float *y,
-                          size_t y_stride) {
-    int64_t nb = n / QK_K;
-    for (int64_t c = 0; c < ncols; c += Q4K_TILE_MAXC) {
-        int C = (int)TOME_MIN(Q4K_TILE_MAXC, ncols - c);
-        const block_q8_K *a[Q4K_TILE_MAXC];
-        for (int j = 0; j < C; j++) a[j] = (const void *)((const char *)va + (size_t)(c + j) * a_stride);
-        float *yc = y + (size_t)c * y_stride;
-        for (int64_t r = 0; r < nrows; r++) {
-            const block_q6_K *w = (const void *)((const char *)vw + (size_t)r * w_stride);
-            if (C == Q4K_TILE_MAXC) tile_q6_K(Q4K_TILE_MAXC, nb, w, a, yc + r, y_stride);
-            else
-                for (int j = 0; j < C; j++) tile_q6_K(1, nb, w, a + j, yc + (size_t)j * y_stride + r, y_stride);
-        }
-    }
-}
+KQ_GEMM(gemm_q6_K, block_q6_K, tile_q6_K)
 
 static TGT float dot_f16(int64_t n, const void *vw, const void *va) {
     const tq_half *w = vw, *a = va;

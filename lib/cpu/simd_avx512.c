@@ -722,27 +722,30 @@ static TGT int gemm16_q4_K(int64_t n, int64_t nrows16, const void *vw, size_t w_
     return 1;
 }
 
-static TGT void gemm_q4_K(int64_t n, int64_t nrows, const void *vw, size_t w_stride,
-                          const void *va, size_t a_stride, int64_t ncols, float *y,
-                          size_t y_stride) {
-    int64_t nb = n / QK_K;
-    if (g16_front(gemm16_q4_K, n, &nrows, &vw, w_stride, va, a_stride, ncols, &y, y_stride)) return;
-    for (int64_t c = 0; c < ncols; c += 4) {
-        int C = (int)TOME_MIN(4, ncols - c);
-        const block_q8_K *a[4];
-        for (int j = 0; j < C; j++) a[j] = (const void *)((const char *)va + (size_t)(c + j) * a_stride);
-        float *yc = y + (size_t)c * y_stride;
-        for (int64_t r = 0; r < nrows; r++) {
-            const block_q4_K *w = (const void *)((const char *)vw + (size_t)r * w_stride);
-            switch (C) {
-            case 4: tile_q4_K(4, nb, w, a, yc + r, y_stride); break;
-            case 3: tile_q4_K(3, nb, w, a, yc + r, y_stride); break;
-            case 2: tile_q4_K(2, nb, w, a, yc + r, y_stride); break;
-            default: tile_q4_K(1, nb, w, a, yc + r, y_stride); break;
-            }
-        }
+/* The prefill entry of a K-quant: the 16-row kernel G16 on whole groups of 16 rows, then the
+ * rest row by row through TILE, up to 4 columns at a time. */
+#define KQ_GEMM(name, WT, TILE, G16)                                                               \
+    static TGT void name(int64_t n, int64_t nrows, const void *vw, size_t w_stride, const void *va, \
+                         size_t a_stride, int64_t ncols, float *y, size_t y_stride) {              \
+        int64_t nb = n / QK_K;                                                                     \
+        if (g16_front(G16, n, &nrows, &vw, w_stride, va, a_stride, ncols, &y, y_stride)) return;   \
+        for (int64_t c = 0; c < ncols; c += 4) {                                                   \
+            int C = (int)TOME_MIN(4, ncols - c);                                                   \
+            const block_q8_K *a[4];                                                                \
+            for (int j = 0; j < C; j++) a[j] = (const void *)((const char *)va + (size_t)(c + j) * a_stride); \
+            float *yc = y + (size_t)c * y_stride;                                                  \
+            for (int64_t r = 0; r < nrows; r++) {                                                  \
+                const WT *w = (const void *)((const char *)vw + (size_t)r * w_stride);             \
+                switch (C) {                                                                       \
+                case 4: TILE(4, nb, w, a, yc + r, y_stride); break;                                \
+                case 3: TILE(3, nb, w, a, yc + r, y_stride); break;                                \
+                case 2: TILE(2, nb, w, a, yc + r, y_stride); break;                                \
+                default: TILE(1, nb, w, a, yc + r, y_stride); break;                               \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
     }
-}
+KQ_GEMM(gemm_q4_K, block_q4_K, tile_q4_K, gemm16_q4_K)
 
 static TGT float dot_q5_K(int64_t n, const void *vw, const void *va) {
     const block_q5_K *w = vw;
@@ -982,27 +985,7 @@ static TGT int gemm16_q6_K(int64_t n, int64_t nrows16, const void *vw, size_t w_
     return 1;
 }
 
-static TGT void gemm_q6_K(int64_t n, int64_t nrows, const void *vw, size_t w_stride,
-                          const void *va, size_t a_stride, int64_t ncols, float *y,
-                          size_t y_stride) {
-    int64_t nb = n / QK_K;
-    if (g16_front(gemm16_q6_K, n, &nrows, &vw, w_stride, va, a_stride, ncols, &y, y_stride)) return;
-    for (int64_t c = 0; c < ncols; c += 4) {
-        int C = (int)TOME_MIN(4, ncols - c);
-        const block_q8_K *a[4];
-        for (int j = 0; j < C; j++) a[j] = (const void *)((const char *)va + (size_t)(c + j) * a_stride);
-        float *yc = y + (size_t)c * y_stride;
-        for (int64_t r = 0; r < nrows; r++) {
-            const block_q6_K *w = (const void *)((const char *)vw + (size_t)r * w_stride);
-            switch (C) {
-            case 4: tile_q6_K(4, nb, w, a, yc + r, y_stride); break;
-            case 3: tile_q6_K(3, nb, w, a, yc + r, y_stride); break;
-            case 2: tile_q6_K(2, nb, w, a, yc + r, y_stride); break;
-            default: tile_q6_K(1, nb, w, a, yc + r, y_stride); break;
-            }
-        }
-    }
-}
+KQ_GEMM(gemm_q6_K, block_q6_K, tile_q6_K, gemm16_q6_K)
 
 /* ---- F16 / BF16 ------------------------------------------------------------------------- */
 
