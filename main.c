@@ -905,8 +905,10 @@ static int cmd_bench(int argc, char **argv) {
     double bps = 0;
     if (dc.gpu) bw_mib = 0;
     if (bw_mib > 0 && bench_read_bandwidth((size_t)bw_mib << 20, threads, 5, &bps, &e)) return fail_err(&e);
-    const double pp = r.pp_best_s > 0 ? n_prompt / r.pp_best_s : 0, pp_mean = r.pp_mean_s > 0 ? n_prompt / r.pp_mean_s : 0;
-    const double tg = r.tg_best_s > 0 ? n_gen / r.tg_best_s : 0, tg_mean = r.tg_mean_s > 0 ? n_gen / r.tg_mean_s : 0;
+    /* the means are llama-bench's statistic (mean of the repetitions' rates), so that
+     * tools/compare_llamacpp.sh compares like with like */
+    const double pp = r.pp_best_s > 0 ? n_prompt / r.pp_best_s : 0, pp_mean = r.pp_rate_mean;
+    const double tg = r.tg_best_s > 0 ? n_gen / r.tg_best_s : 0, tg_mean = r.tg_rate_mean;
     const double wgbs = (double)wb * tg / 1e9;      /* weight GB/s while decoding */
     const double frac = bps > 0 ? wgbs * 1e9 / bps : 0;
     if (json) {

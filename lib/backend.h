@@ -100,7 +100,15 @@ typedef struct backend_ops {
      * uses it to run a decode step (n == 1) as one replayed CUDA graph. */
     void (*step_begin)(tome_backend *be, int n, int pos0);
     void (*step_end)(tome_backend *be);
+    /* Optional (NULL: forward() calls matmul once per weight). y[i] = w[i] · x (+ bias[i]) for
+     * n_w <= BACKEND_GROUP_MAX weights of the same input width, each y[i] exactly what matmul
+     * would write; no y[i] may overlap x. The CPU backend runs the group as one fork-join (Q/K/V
+     * and gate/up: three fewer thread handoffs per layer). */
+    void (*matmul_group)(tome_backend *be, int n_w, float *const y[], const tome_weight *const w[],
+                         const tome_weight *const bias[], const float *x, int n);
 } backend_ops;
+
+#define BACKEND_GROUP_MAX 4
 
 struct tome_backend {
     const backend_ops *ops;

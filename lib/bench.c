@@ -153,6 +153,7 @@ int bench_run(engine *en, int n_prompt, int n_gen, int reps, bench_result *r, te
             if ((rc = engine_eval(en, ids, n_prompt, NULL, e))) goto out;
             const double dt = tnow() - t0;
             sum += dt;
+            r->pp_rate_mean += n_prompt / dt / reps;
             if (dt < best) best = dt;
             if (!logits_finite(en)) {
                 rc = terr_set(e, TOME_EINPUT, "%s: non-finite logits after the %d-token prefill",
@@ -179,6 +180,7 @@ int bench_run(engine *en, int n_prompt, int n_gen, int reps, bench_result *r, te
             }
             const double dt = tnow() - t0;
             sum += dt;
+            r->tg_rate_mean += n_gen / dt / reps;
             if (dt < best) best = dt;
             if (!logits_finite(en)) {
                 rc = terr_set(e, TOME_EINPUT, "%s: non-finite logits after %d decode steps", en->m->tok_embd.name,

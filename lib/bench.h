@@ -34,6 +34,9 @@ typedef struct bench_result {
     int n_prompt, n_gen, reps;
     double pp_best_s, pp_mean_s;   /* seconds for the n_prompt-token prefill */
     double tg_best_s, tg_mean_s;   /* seconds for the n_gen decode forwards */
+    /* tok/s averaged over the repetitions (the mean of each repetition's rate, which is the
+     * statistic llama-bench reports as avg_ts; n / mean seconds is lower when runs vary) */
+    double pp_rate_mean, tg_rate_mean;
 } bench_result;
 
 /* Runs reps repetitions of the prefill test (if n_prompt > 0) and the decode test (if

@@ -244,6 +244,16 @@ void fwd_free(tome_fwd *f) {
 
 static const tome_weight *opt(const tome_weight *w) { return w->data ? w : NULL; }
 
+/* Matmuls of one input: as a group where the backend has one, else one by one. */
+static void matmuls(tome_backend *be, int k, float *const y[], const tome_weight *const w[],
+                    const tome_weight *const b[], const float *x, int n) {
+    if (be->ops->matmul_group) {
+        be->ops->matmul_group(be, k, y, w, b, x, n);
+        return;
+    }
+    for (int i = 0; i < k; i++) be->ops->matmul(be, y[i], w[i], b[i], x, n);
+}
+
 void forward(const tome_model *m, tome_fwd *f, const int32_t *ids, int n, int pos0, float *logits,
              int all_logits) {
     const tome_hparams *hp = &m->hp;
@@ -258,9 +268,12 @@ void forward(const tome_model *m, tome_fwd *f, const int32_t *ids, int n, int po
         const tome_layer *L = &m->layers[il];
         /* attention */
         o->rmsnorm(be, f->xb, f->x, &L->attn_norm, n, eps);
-        o->matmul(be, f->q, &L->wq, opt(&L->bq), f->xb, n);
-        o->matmul(be, f->k, &L->wk, opt(&L->bk), f->xb, n);
-        o->matmul(be, f->v, &L->wv, opt(&L->bv), f->xb, n);
+        {
+            float *const ys[] = {f->q, f->k, f->v};
+            const tome_weight *const ws[] = {&L->wq, &L->wk, &L->wv};
+            const tome_weight *const bs[] = {opt(&L->bq), opt(&L->bk), opt(&L->bv)};
+            matmuls(be, 3, ys, ws, bs, f->xb, n);
+        }
         if (L->q_norm.data) {
             o->rmsnorm(be, f->q, f->q, &L->q_norm, n * hp->n_head, eps);
             o->rmsnorm(be, f->k, f->k, &L->k_norm, n * hp->n_head_kv, eps);
@@ -271,8 +284,12 @@ void forward(const tome_model *m, tome_fwd *f, const int32_t *ids, int n, int po
         o->add(be, f->x, f->xb, (int64_t)n * E);
         /* feed-forward */
         o->rmsnorm(be, f->xb, f->x, &L->ffn_norm, n, eps);
-        o->matmul(be, f->hg, &L->w_gate, NULL, f->xb, n);
-        o->matmul(be, f->hu, &L->w_up, NULL, f->xb, n);
+        {
+            float *const ys[] = {f->hg, f->hu};
+            const tome_weight *const ws[] = {&L->w_gate, &L->w_up};
+            const tome_weight *const bs[] = {NULL, NULL};
+            matmuls(be, 2, ys, ws, bs, f->xb, n);
+        }
         o->swiglu(be, f->hg, f->hg, f->hu, (int64_t)n * hp->n_ff);
         o->matmul(be, f->xb, &L->w_down, NULL, f->hg, n);
         o->add(be, f->x, f->xb, (int64_t)n * E);

@@ -80,6 +80,10 @@ TEST(bench_run_times_prefill_and_decode) {
     REQUIREF(bench_run(en, 20, 6, 2, &r, &e) == 0, "%s", e.msg);
     CHECK(r.pp_best_s > 0 && r.pp_best_s <= r.pp_mean_s);
     CHECK(r.tg_best_s > 0 && r.tg_best_s <= r.tg_mean_s);
+    /* the mean of the repetitions' rates lies between the rate of the mean time (AM >= HM)
+     * and the best rate */
+    CHECK(r.pp_rate_mean >= 20 / r.pp_mean_s * (1 - 1e-9) && r.pp_rate_mean <= 20 / r.pp_best_s * (1 + 1e-9));
+    CHECK(r.tg_rate_mean >= 6 / r.tg_mean_s * (1 - 1e-9) && r.tg_rate_mean <= 6 / r.tg_best_s * (1 + 1e-9));
     CHECK(r.n_prompt == 20 && r.n_gen == 6 && r.reps == 2);
     /* the context holds max(prompt, gen) positions: both tests start from an empty cache */
     CHECK(bench_run(en, 32, 32, 1, &r, &e) == 0);

@@ -255,3 +255,87 @@ TEST(engine_kernel_paths_agree) {
     engine_close(best);
     free(path);
 }
+
+/* ---- the CPU backend's matmul group ---------------------------------------------------------- */
+
+#include <string.h>
+
+#include "backend.h"
+#include "cpu/cpu.h"
+#include "kvcache.h"
+
+typedef struct { tome_weight w; void *buf; } test_weight;
+
+static int make_weight(test_weight *t, uint32_t type, int64_t rows, int64_t cols, uint64_t seed) {
+    float *f = malloc((size_t)(rows * cols) * sizeof *f);
+    t->w = (tome_weight){"w", type, cols, rows, ggml_row_size(type, cols), NULL};
+    t->buf = malloc((size_t)(rows * t->w.row_bytes));
+    if (!f || !t->buf) { free(f); return 0; }
+    trng r;
+    trng_seed(&r, seed);
+    for (int64_t i = 0; i < rows * cols; i++) f[i] = trng_normal(&r) * 0.05f + 0.01f;
+    for (int64_t i = 0; i < rows; i++) tq_quantize(type, f + i * cols, (char *)t->buf + i * t->w.row_bytes, cols);
+    t->w.data = t->buf;
+    free(f);
+    return 1;
+}
+
+/* matmul_group writes, bit for bit, what one matmul per weight writes: weights of 16-row
+ * multiples and not, mixed K-quant types sharing Q8_K activations, a bias, batches of 1, 5
+ * and 16 (the prefill kernels), 2 threads; and a group whose activation types differ (Q8_0
+ * and Q4_K: run one by one). Every output element is compared. */
+TEST(cpu_matmul_group_equals_matmuls) {
+    tome_hparams hp = {0};
+    const int C = 512, NB = 16;
+    hp.n_layer = 1, hp.n_head = hp.n_head_kv = 1, hp.head_dim = hp.head_dim_v = 8;
+    hp.n_embd = hp.n_ff = C; /* the widest activation: sizes the quantisation buffer */
+    rope_table rt = {0};
+    backend_config cfg = {&hp, &rt, 16, NB, 2, 0, NULL, KV_F16, 0, 0, 0, 0};
+    tome_backend *be = NULL;
+    terr e = {0};
+    REQUIREF(cpu_backend_new(&be, &cfg, &e) == 0, "%s", e.msg);
+    REQUIRE(be->ops->matmul_group != NULL);
+    const uint32_t types[2][3] = {{GGML_TYPE_Q4_K, GGML_TYPE_Q4_K, GGML_TYPE_Q6_K},
+                                  {GGML_TYPE_Q8_0, GGML_TYPE_Q4_K, GGML_TYPE_Q8_0}};
+    const int64_t rows[3] = {96, 40, 17};
+    float *x = be->ops->alloc(be, (size_t)NB * C), *bias = malloc(40 * sizeof *bias);
+    REQUIRE(x && bias);
+    trng r;
+    trng_seed(&r, 5);
+    for (int i = 0; i < NB * C; i++) x[i] = trng_normal(&r);
+    for (int i = 0; i < 40; i++) bias[i] = trng_normal(&r);
+    tome_weight bw = {"b", GGML_TYPE_F32, 40, 1, 40 * sizeof(float), bias};
+    for (int set = 0; set < 2; set++) {
+        test_weight tw[3];
+        memset(tw, 0, sizeof tw);
+        for (int i = 0; i < 3; i++) REQUIRE(make_weight(&tw[i], types[set][i], rows[i], C, 100 + 10 * set + i));
+        const int ns[] = {1, 5, 16};
+        for (int t = 0; t < 3; t++) {
+            const int n = ns[t];
+            float *yg[3], *ym[3];
+            const tome_weight *ws[3] = {&tw[0].w, &tw[1].w, &tw[2].w}, *bs[3] = {NULL, &bw, NULL};
+            for (int i = 0; i < 3; i++) {
+                yg[i] = be->ops->alloc(be, (size_t)NB * rows[i]);
+                ym[i] = be->ops->alloc(be, (size_t)NB * rows[i]);
+                REQUIRE(yg[i] && ym[i]);
+            }
+            be->ops->matmul_group(be, 3, yg, ws, bs, x, n);
+            for (int i = 0; i < 3; i++) be->ops->matmul(be, ym[i], ws[i], bs[i], x, n);
+            for (int i = 0; i < 3; i++) {
+                int bad = 0;
+                double mag = 0;
+                for (int64_t k = 0; k < n * rows[i]; k++) {
+                    bad += memcmp(&yg[i][k], &ym[i][k], sizeof(float)) != 0;
+                    mag = fmax(mag, fabs(ym[i][k]));
+                }
+                CHECKF(bad == 0 && mag > 0, "set %d n %d weight %d (%s): %d of %lld differ (max |y| %g)", set, n, i,
+                       ggml_type_get(types[set][i])->name, bad, (long long)(n * rows[i]), mag);
+            }
+            for (int i = 0; i < 3; i++) be->ops->release(be, yg[i]), be->ops->release(be, ym[i]);
+        }
+        for (int i = 0; i < 3; i++) free(tw[i].buf);
+    }
+    be->ops->release(be, x);
+    free(bias);
+    be->ops->destroy(be);
+}

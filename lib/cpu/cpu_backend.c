@@ -200,6 +200,9 @@ static void mm_quantize(void *ctx, int64_t s, int64_t e, int tid) {
         cpu_quantize_act(&j->s->kern, j->vdt, j->x + i * j->w->cols, j->s->qbuf + i * j->s->qbuf_row, j->w->cols);
 }
 
+/* Rows per unit of a matmul job: the 16-row groups of the prefill kernels (simd.h). */
+#define MM_ROWS_ALIGN 16
+
 static void mm_rows(void *ctx, int64_t s, int64_t e, int tid) {
     mm_job *j = ctx;
     const tome_weight *w = j->w;
@@ -228,22 +231,69 @@ static void mm_rows(void *ctx, int64_t s, int64_t e, int tid) {
             for (int64_t r = s; r < e; r++) j->y[i * rows + r] += j->bias[r];
 }
 
+/* Quantises x for weight w unless the cache already holds it (see qc_x). */
+static void mm_prepare(cpu_state *s, mm_job *j) {
+    if (s->exact || j->vdt == GGML_TYPE_F32) return;
+    if (s->qc_x == j->x && s->qc_n == j->n && s->qc_cols == j->w->cols && s->qc_vdt == j->vdt) return;
+    j->a_row = ggml_row_size(j->vdt, j->w->cols);
+    tpool_run(s->pool, j->n, 1, mm_quantize, j);
+    s->qc_x = j->x, s->qc_n = j->n, s->qc_cols = j->w->cols, s->qc_vdt = j->vdt;
+}
+
+/* An output overlapping the quantised input makes it stale. */
+static void mm_done(cpu_state *s, const float *y, int n, int64_t rows) {
+    if (!s->qc_x) return;
+    uintptr_t y0 = (uintptr_t)y, y1 = (uintptr_t)(y + (size_t)n * (size_t)rows);
+    uintptr_t x0 = (uintptr_t)s->qc_x, x1 = (uintptr_t)(s->qc_x + (size_t)s->qc_n * (size_t)s->qc_cols);
+    if (y0 < x1 && x0 < y1) s->qc_x = NULL;
+}
+
 static void op_matmul(tome_backend *be, float *y, const tome_weight *w, const tome_weight *bias,
                        const float *x, int n) {
     cpu_state *s = ST(be);
     mm_job j = {s, y, w, bias ? (const float *)bias->data : NULL, x, n, tq_vec_dot_type(w->type), 0};
-    if (!s->exact && j.vdt != GGML_TYPE_F32 &&
-        !(s->qc_x == x && s->qc_n == n && s->qc_cols == w->cols && s->qc_vdt == j.vdt)) {
-        j.a_row = ggml_row_size(j.vdt, w->cols);
-        tpool_run(s->pool, n, 1, mm_quantize, &j);
-        s->qc_x = x, s->qc_n = n, s->qc_cols = w->cols, s->qc_vdt = j.vdt;
+    mm_prepare(s, &j);
+    tpool_run(s->pool, w->rows, MM_ROWS_ALIGN, mm_rows, &j);
+    mm_done(s, y, n, w->rows);
+}
+
+/* A group of matmuls of one input as one job: the rows of all weights in a row, cut into
+ * MM_ROWS_ALIGN-row units (each weight starts a unit of its own), so the prefill kernels see
+ * the same 16-row groups as in op_matmul and every output is bit for bit op_matmul's. */
+typedef struct mm_group {
+    int k;
+    mm_job j[BACKEND_GROUP_MAX];
+    int64_t u0[BACKEND_GROUP_MAX + 1]; /* first unit of each weight; u0[k] = all units */
+} mm_group;
+
+static void mg_units(void *ctx, int64_t s, int64_t e, int tid) {
+    mm_group *g = ctx;
+    for (int i = 0; i < g->k; i++) {
+        int64_t a = TOME_MAX(s, g->u0[i]), b = TOME_MIN(e, g->u0[i + 1]);
+        if (a >= b) continue;
+        int64_t r0 = (a - g->u0[i]) * MM_ROWS_ALIGN, r1 = TOME_MIN(g->j[i].w->rows, (b - g->u0[i]) * MM_ROWS_ALIGN);
+        mm_rows(&g->j[i], r0, r1, tid);
     }
-    tpool_run(s->pool, w->rows, 16, mm_rows, &j);
-    if (s->qc_x) { /* an output overlapping the quantised input makes it stale */
-        uintptr_t y0 = (uintptr_t)y, y1 = (uintptr_t)(y + (size_t)n * (size_t)w->rows);
-        uintptr_t x0 = (uintptr_t)s->qc_x, x1 = (uintptr_t)(s->qc_x + (size_t)s->qc_n * (size_t)s->qc_cols);
-        if (y0 < x1 && x0 < y1) s->qc_x = NULL;
+}
+
+static void op_matmul_group(tome_backend *be, int k, float *const y[], const tome_weight *const w[],
+                            const tome_weight *const bias[], const float *x, int n) {
+    cpu_state *s = ST(be);
+    mm_group g = {.k = k};
+    int same = k >= 1 && k <= BACKEND_GROUP_MAX;
+    for (int i = 0; same && i < k; i++) {
+        g.j[i] = (mm_job){s, y[i], w[i], bias[i] ? (const float *)bias[i]->data : NULL, x, n,
+                          tq_vec_dot_type(w[i]->type), 0};
+        same = w[i]->cols == w[0]->cols && g.j[i].vdt == g.j[0].vdt;
+        g.u0[i + 1] = g.u0[i] + (w[i]->rows + MM_ROWS_ALIGN - 1) / MM_ROWS_ALIGN;
     }
+    if (!same) { /* activations of different types or widths: the quantisation cache holds one */
+        for (int i = 0; i < k; i++) op_matmul(be, y[i], w[i], bias[i], x, n);
+        return;
+    }
+    mm_prepare(s, &g.j[0]);
+    tpool_run(s->pool, g.u0[k], 1, mg_units, &g);
+    for (int i = 0; i < k; i++) mm_done(s, y[i], n, w[i]->rows);
 }
 
 /* ---- RoPE + KV store ------------------------------------------------------------------ */
@@ -451,6 +501,7 @@ static const backend_ops k_cpu_ops = {
     .add = cpu_add,
     .logits = cpu_logits,
     .destroy = cpu_destroy,
+    .matmul_group = op_matmul_group,
 };
 
 int cpu_backend_new(tome_backend **out, const backend_config *cfg, terr *e) {
