@@ -131,51 +131,22 @@ static inline TGT __m256i k4_min_sums(__m128i scm, const int16_t bsums[16]) {
     return _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bsums), m16);
 }
 
-static TGT float dot_q4_K(int64_t n, const void *vw, const void *va) {
-    const block_q4_K *w = vw;
-    const block_q8_K *a = va;
-    int64_t nb = n / QK_K;
-    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+/* One Q4_K row against C (1..MAXC) Q8_K columns; dot_q4_K is C = 1, so the prefill tiles
+ * equal dot() bit for bit. The nibbles and scale words of each chunk are unpacked once for all
+ * columns; the mins come off the one float accumulator by an fnmadd per super-block (one
+ * reduction per row). Measured against the earlier kernel (separate min accumulator, dot
+ * apart from the tile): see docs/perf.md. */
+#define Q4K_TILE_MAXC 4 /* 4 beat 2 by ~10% (some spills, fewer unpacks per column) */
+static inline __attribute__((always_inline)) TGT void tile_q4_K(
+    int C, int64_t nb, const block_q4_K *w, const block_q8_K *const *a, float *y, size_t y_stride) {
+    __m256 acc[Q4K_TILE_MAXC];
+    UNROLL for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     for (int64_t i = 0; i < nb; i++) {
         __m128i scm = unpack_k4_scales(w[i].scales);
         /* the 8 scales as 16-bit words in both halves; word 2c is picked by a byte shuffle */
         __m256i scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
-        float d = h2f(w[i].d) * a[i].d, dmin = h2f(w[i].dmin) * a[i].d;
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(k4_min_sums(scm, a[i].bsums)),
-                               accm);
-        __m256i sumi = _mm256_setzero_si256();
-        const uint8_t *qs = w[i].qs;
-        const int8_t *q8 = a[i].qs;
-        UNROLL for (int c = 0; c < 4; c++) {
-            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
-            __m256i lo = _mm256_and_si256(q, m4);
-            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(q8 + 64 * c)));
-            __m256i phi =
-                _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 64 * c + 32)));
-            plo = _mm256_madd_epi16(plo, _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(0x0100 + 0x0404 * c))));
-            phi = _mm256_madd_epi16(phi, _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(0x0302 + 0x0404 * c))));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    return hsum_ps(acc) - hsum_ps(accm);
-}
-
-/* One Q4_K row against C (1..MAXC) Q8_K columns, for prefill: the nibbles and scale words of
- * each chunk are unpacked once for all columns. Each column's integer lanes and float
- * accumulation are those of dot_q4_K, so results equal dot() bit for bit. */
-#define Q4K_TILE_MAXC 4 /* 4 beat 2 by ~10% (some spills, fewer unpacks per column) */
-static inline __attribute__((always_inline)) TGT void tile_q4_K(
-    int C, int64_t nb, const block_q4_K *w, const block_q8_K *const *a, float *y, size_t y_stride) {
-    __m256 acc[Q4K_TILE_MAXC], accm[Q4K_TILE_MAXC];
-    UNROLL for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps(), accm[c] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int64_t i = 0; i < nb; i++) {
-        __m128i scm = unpack_k4_scales(w[i].scales);
-        __m256i scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
-        __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm));
+        __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm)); /* m0 m0 m1 m1 ... */
         float wd = h2f(w[i].d), wdmin = h2f(w[i].dmin);
         __m256i sumi[Q4K_TILE_MAXC];
         UNROLL for (int c = 0; c < C; c++) sumi[c] = _mm256_setzero_si256();
@@ -195,13 +166,20 @@ static inline __attribute__((always_inline)) TGT void tile_q4_K(
             }
         }
         UNROLL for (int c = 0; c < C; c++) {
-            float d = wd * a[c][i].d, dmin = wdmin * a[c][i].d;
+            float da = a[c][i].d;
             __m256i ms = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[c][i].bsums), m16);
-            accm[c] = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(ms), accm[c]);
-            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(wd * da), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
+            acc[c] = _mm256_fnmadd_ps(_mm256_set1_ps(wdmin * da), _mm256_cvtepi32_ps(ms), acc[c]);
         }
     }
-    UNROLL for (int c = 0; c < C; c++) y[(size_t)c * y_stride] = hsum_ps(acc[c]) - hsum_ps(accm[c]);
+    UNROLL for (int c = 0; c < C; c++) y[(size_t)c * y_stride] = hsum_ps(acc[c]);
+}
+
+static TGT float dot_q4_K(int64_t n, const void *vw, const void *va) {
+    const block_q8_K *a[1] = {va};
+    float y;
+    tile_q4_K(1, n / QK_K, vw, a, &y, 1);
+    return y;
 }
 
 /* The prefill entry of a K-quant: Q4K_TILE_MAXC columns at a time through TILE, one row after
@@ -261,53 +239,18 @@ static TGT float dot_q5_K(int64_t n, const void *vw, const void *va) {
     return hsum_ps(acc) - hsum_ps(accm);
 }
 
-/* Q6_K: q in 0..63 stands for q-32. Σ sc*(q-32)*a = Σ sc*q*a - 32 Σ_j sc_j*bsums_j, and the
- * bsums of Q8_K are exactly the per-16 activation sums, so the offset costs one madd. */
-static TGT float dot_q6_K(int64_t n, const void *vw, const void *va) {
-    const block_q6_K *w = vw;
-    const block_q8_K *a = va;
-    int64_t nb = n / QK_K;
-    __m256 acc = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
-    for (int64_t i = 0; i < nb; i++) {
-        float d = h2f(w[i].d) * a[i].d;
-        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[i].scales));
-        __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)a[i].bsums));
-        __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
-        UNROLL for (int h = 0; h < 2; h++) {
-            const uint8_t *ql = w[i].ql + 64 * h, *qhp = w[i].qh + 32 * h;
-            const int8_t *q8 = a[i].qs + 128 * h, *sc = w[i].scales + 8 * h;
-            __m256i qh = _mm256_loadu_si256((const __m256i *)qhp);
-            __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
-            __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-            __m256i q[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
-            q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
-            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
-            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
-            UNROLL for (int k = 0; k < 4; k++) {
-                __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)(q8 + 32 * k)));
-                __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
-            }
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    return hsum_ps(acc);
-}
-
-/* One Q6_K row against C (1..Q4K_TILE_MAXC) Q8_K columns (see tile_q4_K): the 6-bit codes
- * and scale words are built once for all columns; each column keeps dot_q6_K's integer lanes
- * (its own bsums correction) and float order, so results equal dot() bit for bit. */
+/* One Q6_K row against C (1..Q4K_TILE_MAXC) Q8_K columns; dot_q6_K is C = 1 (see tile_q4_K).
+ * q in 0..63 stands for q-32: Σ sc*(q-32)*a = Σ sc*q*a - 32 Σ_j sc_j*bsums_j, and the bsums of
+ * Q8_K are exactly the per-16 activation sums, so the offset costs one madd per column. In
+ * each half of 128 values, code vector k (ql's low nibbles of bytes 0..31 / 32..63, then their
+ * high nibbles, with qh's bit pairs 0-1, 2-3, 4-5, 6-7 moved to bits 4-5) covers the 16-value
+ * groups 2k and 2k+1: the low 128-bit lane takes scale word 2k, the high one 2k+1, picked by
+ * one in-lane vpshufb from the half's 8 scale words. */
 static inline __attribute__((always_inline)) TGT void tile_q6_K(
     int C, int64_t nb, const block_q6_K *w, const block_q8_K *const *a, float *y, size_t y_stride) {
     __m256 acc[Q4K_TILE_MAXC];
     UNROLL for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
     for (int64_t i = 0; i < nb; i++) {
         float wd = h2f(w[i].d);
         __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[i].scales));
@@ -317,22 +260,21 @@ static inline __attribute__((always_inline)) TGT void tile_q6_K(
             sumi[c] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
         }
         UNROLL for (int h = 0; h < 2; h++) {
-            const uint8_t *ql = w[i].ql + 64 * h, *qhp = w[i].qh + 32 * h;
-            const int8_t *sc = w[i].scales + 8 * h;
-            __m256i qh = _mm256_loadu_si256((const __m256i *)qhp);
+            const uint8_t *ql = w[i].ql + 64 * h;
+            __m256i scv = _mm256_broadcastsi128_si256(h ? _mm256_extracti128_si256(sc16, 1) : _mm256_castsi256_si128(sc16));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(w[i].qh + 32 * h));
             __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
             __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
             __m256i q[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4));
-            q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4));
-            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4));
+            q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2));
+            q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(qh, m2));
             q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4));
+                                   _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2));
             UNROLL for (int k = 0; k < 4; k++) {
-                __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
+                __m256i ctl = _mm256_set_m128i(_mm_set1_epi16((short)(0x0302 + 0x0404 * k)),
+                                               _mm_set1_epi16((short)(0x0100 + 0x0404 * k)));
+                __m256i s = _mm256_shuffle_epi8(scv, ctl);
                 UNROLL for (int c = 0; c < C; c++) {
                     const int8_t *q8 = a[c][i].qs + 128 * h + 32 * k;
                     __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)q8));
@@ -344,6 +286,13 @@ static inline __attribute__((always_inline)) TGT void tile_q6_K(
             acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(wd * a[c][i].d), _mm256_cvtepi32_ps(sumi[c]), acc[c]);
     }
     UNROLL for (int c = 0; c < C; c++) y[(size_t)c * y_stride] = hsum_ps(acc[c]);
+}
+
+static TGT float dot_q6_K(int64_t n, const void *vw, const void *va) {
+    const block_q8_K *a[1] = {va};
+    float y;
+    tile_q6_K(1, n / QK_K, vw, a, &y, 1);
+    return y;
 }
 
 KQ_GEMM(gemm_q6_K, block_q6_K, tile_q6_K)
@@ -527,7 +476,17 @@ static TGT void quant_bf16(const float *x, void *vdst, int64_t n) {
                               const void *a, float *y) {                                         \
         for (int64_t r = 0; r < nrows; r++) y[r] = dot_##fn(n, (const char *)w + (size_t)r * w_stride, a); \
     }
-GEMV_OF(q8_0) GEMV_OF(q4_0) GEMV_OF(q4_K) GEMV_OF(q5_K) GEMV_OF(q6_K) GEMV_OF(f16) GEMV_OF(bf16) GEMV_OF(f32)
+/* Q4_K and Q6_K rows with their tile inlined: constants stay in registers across rows; the
+ * arithmetic is dot's, bit for bit. */
+#define GEMV_TILE(WT, TILE)                                                                      \
+    static TGT void gemv_##WT(int64_t n, int64_t nrows, const void *w, size_t w_stride, const void *va, \
+                              float *y) {                                                        \
+        const block_q8_K *a[1] = {va};                                                           \
+        for (int64_t r = 0; r < nrows; r++)                                                      \
+            TILE(1, n / QK_K, (const block_##WT *)((const char *)w + (size_t)r * w_stride), a, y + r, 1); \
+    }
+GEMV_TILE(q4_K, tile_q4_K) GEMV_TILE(q6_K, tile_q6_K)
+GEMV_OF(q8_0) GEMV_OF(q4_0) GEMV_OF(q5_K) GEMV_OF(f16) GEMV_OF(bf16) GEMV_OF(f32)
 
 void cpu_simd_fill_avx2(cpu_kernels *k) {
     k->dot[GGML_TYPE_Q8_0] = dot_q8_0;  k->gemv[GGML_TYPE_Q8_0] = gemv_q8_0;
