@@ -125,12 +125,6 @@ static TGT float dot_q4_0(int64_t n, const void *vw, const void *va) {
     return hsum_ps(_mm256_add_ps(acc0, acc1));
 }
 
-/* Σ_j m[j] * (bsums[2j] + bsums[2j+1]) as 8 int32 lanes (to be summed); m in bytes 8..15. */
-static inline TGT __m256i k4_min_sums(__m128i scm, const int16_t bsums[16]) {
-    __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm));
-    return _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bsums), m16);
-}
-
 /* One Q4_K row against C (1..MAXC) Q8_K columns; dot_q4_K is C = 1, so the prefill tiles
  * equal dot() bit for bit. The nibbles and scale words of each chunk are unpacked once for all
  * columns; the mins come off the one float accumulator by an fnmadd per super-block (one
@@ -203,41 +197,58 @@ static TGT float dot_q4_K(int64_t n, const void *vw, const void *va) {
     }
 KQ_GEMM(gemm_q4_K, block_q4_K, tile_q4_K)
 
-static TGT float dot_q5_K(int64_t n, const void *vw, const void *va) {
-    const block_q5_K *w = vw;
-    const block_q8_K *a = va;
-    int64_t nb = n / QK_K;
-    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+/* Q5_K against C (1..Q4K_TILE_MAXC) Q8_K columns; dot_q5_K is C = 1. tile_q4_K with the fifth bit: qh
+ * bit 2c of byte j tops value j of chunk c's low nibbles, bit 2c+1 its high nibbles; a 16-bit
+ * shift brings it to bit 4 (shifts of at most 4 left or 3 right, so the masked bit never
+ * comes from the neighbouring byte). Codes 0..31: vpmaddubsw pairs <= 2*31*127. */
+static inline __attribute__((always_inline)) TGT void tile_q5_K(
+    int C, int64_t nb, const block_q5_K *w, const block_q8_K *const *a, float *y, size_t y_stride) {
+    __m256 acc[Q4K_TILE_MAXC];
+    UNROLL for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
     for (int64_t i = 0; i < nb; i++) {
         __m128i scm = unpack_k4_scales(w[i].scales);
-        /* the 8 scales as 16-bit words in both halves; word 2c is picked by a byte shuffle */
         __m256i scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
-        float d = h2f(w[i].d) * a[i].d, dmin = h2f(w[i].dmin) * a[i].d;
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(k4_min_sums(scm, a[i].bsums)),
-                               accm);
-        __m256i sumi = _mm256_setzero_si256();
-        const uint8_t *qs = w[i].qs;
-        const int8_t *q8 = a[i].qs;
+        __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm));
+        float wd = h2f(w[i].d), wdmin = h2f(w[i].dmin);
         __m256i qh = _mm256_loadu_si256((const __m256i *)w[i].qh);
-        UNROLL for (int c = 0; c < 4; c++) {
-            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
-            __m256i hlo = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one);
-            __m256i hhi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one);
-            __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_slli_epi16(hlo, 4));
-            __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
-                                         _mm256_slli_epi16(hhi, 4));
-            __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(q8 + 64 * c)));
-            __m256i phi =
-                _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 64 * c + 32)));
-            plo = _mm256_madd_epi16(plo, _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(0x0100 + 0x0404 * c))));
-            phi = _mm256_madd_epi16(phi, _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(0x0302 + 0x0404 * c))));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
+        __m256i s0[Q4K_TILE_MAXC], s1[Q4K_TILE_MAXC];
+        UNROLL for (int ch = 0; ch < 4; ch++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * ch));
+            /* qh bit 2ch -> bit 4 of the low codes, bit 2ch+1 -> bit 4 of the high codes */
+            __m256i h0 = ch < 2 ? _mm256_slli_epi16(qh, 4 - 2 * ch) : _mm256_srli_epi16(qh, 2 * ch - 4);
+            __m256i h1 = ch < 2 ? _mm256_slli_epi16(qh, 3 - 2 * ch) : _mm256_srli_epi16(qh, 2 * ch - 3);
+            __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_and_si256(h0, b4));
+            __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), _mm256_and_si256(h1, b4));
+            __m256i sl = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(0x0100 + 0x0404 * ch)));
+            __m256i sh = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(0x0302 + 0x0404 * ch)));
+            UNROLL for (int c = 0; c < C; c++) {
+                const int8_t *q8 = a[c][i].qs + 64 * ch;
+                __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)q8));
+                __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
+                s0[c] = ch == 0 ? _mm256_madd_epi16(plo, sl) : _mm256_add_epi32(s0[c], _mm256_madd_epi16(plo, sl));
+                s1[c] = ch == 0 ? _mm256_madd_epi16(phi, sh) : _mm256_add_epi32(s1[c], _mm256_madd_epi16(phi, sh));
+            }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        UNROLL for (int c = 0; c < C; c++) {
+            float da = a[c][i].d;
+            __m256i ms = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[c][i].bsums), m16);
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(wd * da), _mm256_cvtepi32_ps(_mm256_add_epi32(s0[c], s1[c])),
+                                     acc[c]);
+            acc[c] = _mm256_fnmadd_ps(_mm256_set1_ps(wdmin * da), _mm256_cvtepi32_ps(ms), acc[c]);
+        }
     }
-    return hsum_ps(acc) - hsum_ps(accm);
+    UNROLL for (int c = 0; c < C; c++) y[(size_t)c * y_stride] = hsum_ps(acc[c]);
 }
+
+static TGT float dot_q5_K(int64_t n, const void *vw, const void *va) {
+    const block_q8_K *a[1] = {va};
+    float y;
+    tile_q5_K(1, n / QK_K, vw, a, &y, 1);
+    return y;
+}
+
+KQ_GEMM(gemm_q5_K, block_q5_K, tile_q5_K)
 
 /* One Q6_K row against C (1..Q4K_TILE_MAXC) Q8_K columns; dot_q6_K is C = 1 (see tile_q4_K).
  * q in 0..63 stands for q-32: Σ sc*(q-32)*a = Σ sc*q*a - 32 Σ_j sc_j*bsums_j, and the bsums of
@@ -485,8 +496,8 @@ static TGT void quant_bf16(const float *x, void *vdst, int64_t n) {
         for (int64_t r = 0; r < nrows; r++)                                                      \
             TILE(1, n / QK_K, (const block_##WT *)((const char *)w + (size_t)r * w_stride), a, y + r, 1); \
     }
-GEMV_TILE(q4_K, tile_q4_K) GEMV_TILE(q6_K, tile_q6_K)
-GEMV_OF(q8_0) GEMV_OF(q4_0) GEMV_OF(q5_K) GEMV_OF(f16) GEMV_OF(bf16) GEMV_OF(f32)
+GEMV_TILE(q4_K, tile_q4_K) GEMV_TILE(q5_K, tile_q5_K) GEMV_TILE(q6_K, tile_q6_K)
+GEMV_OF(q8_0) GEMV_OF(q4_0) GEMV_OF(f16) GEMV_OF(bf16) GEMV_OF(f32)
 
 void cpu_simd_fill_avx2(cpu_kernels *k) {
     k->dot[GGML_TYPE_Q8_0] = dot_q8_0;  k->gemv[GGML_TYPE_Q8_0] = gemv_q8_0;
@@ -495,6 +506,7 @@ void cpu_simd_fill_avx2(cpu_kernels *k) {
     k->gemm[GGML_TYPE_Q4_K] = gemm_q4_K;
     k->gemm[GGML_TYPE_Q6_K] = gemm_q6_K;
     k->dot[GGML_TYPE_Q5_K] = dot_q5_K;  k->gemv[GGML_TYPE_Q5_K] = gemv_q5_K;
+    k->gemm[GGML_TYPE_Q5_K] = gemm_q5_K;
     k->dot[GGML_TYPE_Q6_K] = dot_q6_K;  k->gemv[GGML_TYPE_Q6_K] = gemv_q6_K;
     k->dot[GGML_TYPE_F16] = dot_f16;    k->gemv[GGML_TYPE_F16] = gemv_f16;
     k->dot[GGML_TYPE_F32] = dot_f32;    k->gemv[GGML_TYPE_F32] = gemv_f32;

@@ -477,31 +477,10 @@ static TGT void gemm_block_q8_0(int64_t n, int64_t nrows, const void *vw, size_t
 }
 
 /* ---- K-quants · Q8_K ----------------------------------------------------------------------
- * Decode (dot, gemv) and the small prefill tiles of Q4_K and Q6_K work in YMMs (see tile_q4_K
- * for why); Q5_K takes 64 weights (two 32-value sub-blocks) per ZMM against 64 contiguous
- * activations with its 6-bit scales spread over the 16-bit lanes by vpermw. Scales are applied
- * by vpdpwssd. Bounds: vpmaddubsw pairs <= 2*63*127 (Q6_K, before the -32 offset), the
+ * Decode (dot, gemv) and the small prefill tiles of Q4_K, Q5_K and Q6_K work in YMMs (see
+ * tile_q4_K for why); the 16-row prefill kernels of Q4_K and Q6_K (below) in ZMMs. Scales are
+ * applied by vpdpwssd. Bounds: vpmaddubsw pairs <= 2*63*127 (Q6_K, before the -32 offset), the
  * super-block sum <= 256*32*127*128 < 2^31. */
-
-/* Σ_j m[j] * (bsums[2j] + bsums[2j+1]) as 8 int32 lanes (to be summed); m in bytes 8..15. */
-static inline TGT __m256i k4_min_sums(__m128i scm, const int16_t bsums[16]) {
-    __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm));
-    return _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)bsums), m16);
-}
-
-/* 32 16-bit lanes: scale index `lo` in lanes 0..15 and `lo+1` in 16..31. */
-static inline TGT __m512i idx_pair(int lo) {
-    return _mm512_inserti64x4(_mm512_set1_epi16((short)lo), _mm256_set1_epi16((short)(lo + 1)), 1);
-}
-
-/* 64 Q4_K/Q5_K nibbles of chunk c (32 bytes): low nibbles then high nibbles. The bytes come
- * in by a broadcast load and the upper half is shifted under a mask: no cross-lane shuffle,
- * which would compete for the one shuffle port with the scale permutes. */
-static inline TGT __m512i nibbles64(const uint8_t *p) {
-    __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p));
-    q = _mm512_mask_srli_epi16(q, (__mmask32)0xFFFF0000u, q, 4);
-    return _mm512_and_si512(q, _mm512_set1_epi8(0x0F));
-}
 
 /* Q4_K against C (1..4) Q8_K columns; dot_q4_K is C = 1, so the prefill tile equals dot() bit
  * for bit. 256-bit vectors, although this file is about ZMMs: one chunk of 32 code bytes holds
@@ -717,36 +696,64 @@ static TGT int gemm16_q4_K(int64_t n, int64_t nrows16, const void *vw, size_t w_
     }
 KQ_GEMM(gemm_q4_K, block_q4_K, tile_q4_K, gemm16_q4_K)
 
-static TGT float dot_q5_K(int64_t n, const void *vw, const void *va) {
-    const block_q5_K *w = vw;
-    const block_q8_K *a = va;
-    int64_t nb = n / QK_K;
-    __m512 acc = _mm512_setzero_ps();
-    __m256 accm = _mm256_setzero_ps();
-    const __m512i ix[4] = {idx_pair(0), idx_pair(2), idx_pair(4), idx_pair(6)};
-    const __m512i one = _mm512_set1_epi8(1);
+/* Q5_K against C (1..4) Q8_K columns; dot_q5_K is C = 1. tile_q4_K with the fifth bit: qh
+ * bit 2c of byte j tops value j of chunk c's low nibbles, bit 2c+1 its high nibbles; a 16-bit
+ * shift brings it to bit 4 (shifts of at most 4 left or 3 right, so the masked bit never
+ * comes from the neighbouring byte). Codes 0..31: vpmaddubsw pairs <= 2*31*127. */
+static inline __attribute__((always_inline)) TGT void tile_q5_K(
+    int C, int64_t nb, const block_q5_K *w, const block_q8_K *const *a, float *y, size_t y_stride) {
+    __m256 acc[4];
+    UNROLL for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
     for (int64_t i = 0; i < nb; i++) {
         __m128i scm = unpack_k4_scales(w[i].scales);
-        float d = h2f(w[i].d) * a[i].d, dmin = h2f(w[i].dmin) * a[i].d;
-        accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(k4_min_sums(scm, a[i].bsums)),
-                               accm);
-        __m512i s16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(scm));
-        /* qh bit 2c is the 5th bit of chunk c's low nibbles, bit 2c+1 of its high nibbles:
-         * with hb = [qh, qh >> 1], chunk c takes (hb >> 2c) & 1 */
+        __m256i scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
+        __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm));
+        float wd = h2f(w[i].d), wdmin = h2f(w[i].dmin);
         __m256i qh = _mm256_loadu_si256((const __m256i *)w[i].qh);
-        __m512i hb = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 1), 1);
-        const int8_t *q8 = a[i].qs;
-        __m512i sumi = _mm512_setzero_si512();
-        UNROLL for (int c = 0; c < 4; c++) {
-            __m512i h = _mm512_and_si512(_mm512_srli_epi16(hb, (unsigned)(2 * c)), one);
-            __m512i q = _mm512_or_si512(nibbles64(w[i].qs + 32 * c), _mm512_slli_epi16(h, 4));
-            __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512(q8 + 64 * c));
-            sumi = _mm512_dpwssd_epi32(sumi, p, _mm512_permutexvar_epi16(ix[c], s16));
+        __m256i s0[4], s1[4];
+        UNROLL for (int ch = 0; ch < 4; ch++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * ch));
+            /* qh bit 2ch -> bit 4 of the low codes, bit 2ch+1 -> bit 4 of the high codes */
+            __m256i h0 = ch < 2 ? _mm256_slli_epi16(qh, 4 - 2 * ch) : _mm256_srli_epi16(qh, 2 * ch - 4);
+            __m256i h1 = ch < 2 ? _mm256_slli_epi16(qh, 3 - 2 * ch) : _mm256_srli_epi16(qh, 2 * ch - 3);
+            __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_and_si256(h0, b4));
+            __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), _mm256_and_si256(h1, b4));
+            __m256i sl = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(0x0100 + 0x0404 * ch)));
+            __m256i sh = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(0x0302 + 0x0404 * ch)));
+            UNROLL for (int c = 0; c < C; c++) {
+                const int8_t *q8 = a[c][i].qs + 64 * ch;
+                __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)q8));
+                __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
+                s0[c] = ch == 0 ? _mm256_madd_epi16(plo, sl) : _mm256_dpwssd_epi32(s0[c], plo, sl);
+                s1[c] = ch == 0 ? _mm256_madd_epi16(phi, sh) : _mm256_dpwssd_epi32(s1[c], phi, sh);
+            }
         }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
+        UNROLL for (int c = 0; c < C; c++) {
+            float da = a[c][i].d;
+            __m256i ms = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[c][i].bsums), m16);
+            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(wd * da), _mm256_cvtepi32_ps(_mm256_add_epi32(s0[c], s1[c])),
+                                     acc[c]);
+            acc[c] = _mm256_fnmadd_ps(_mm256_set1_ps(wdmin * da), _mm256_cvtepi32_ps(ms), acc[c]);
+        }
     }
-    return _mm512_reduce_add_ps(acc) - hsum256_ps(accm);
+    UNROLL for (int c = 0; c < C; c++) y[(size_t)c * y_stride] = hsum256_ps(acc[c]);
 }
+
+static TGT float dot_q5_K(int64_t n, const void *vw, const void *va) {
+    const block_q8_K *a[1] = {va};
+    float y;
+    tile_q5_K(1, n / QK_K, vw, a, &y, 1);
+    return y;
+}
+
+/* no 16-row kernel for Q5_K: every row goes through tile_q5_K */
+static TGT int gemm16_none(int64_t n, int64_t nrows16, const void *vw, size_t w_stride, const void *va,
+                           size_t a_stride, int64_t ncols, float *y, size_t y_stride) {
+    (void)n, (void)nrows16, (void)vw, (void)w_stride, (void)va, (void)a_stride, (void)ncols, (void)y, (void)y_stride;
+    return 0;
+}
+KQ_GEMM(gemm_q5_K, block_q5_K, tile_q5_K, gemm16_none)
 
 /* Q6_K against C (1..4) Q8_K columns; dot_q6_K is C = 1 (see tile_q4_K: YMMs, in-lane scale
  * spread, shared codes and scales per column). q in 0..63 stands for q-32; the offset is taken
@@ -1032,8 +1039,8 @@ static TGT_BF16 float dot_bf16_dp(int64_t n, const void *vw, const void *va) {
         for (int64_t r = 0; r < nrows; r++)                                                        \
             TILE(1, n / QK_K, (const block_##WT *)((const char *)w + (size_t)r * w_stride), a, y + r, 1); \
     }
-GEMV_TILE(q4_K, tile_q4_K) GEMV_TILE(q6_K, tile_q6_K)
-GEMV_OF(q5_K) GEMV_OF(f16) GEMV_OF(bf16) GEMV_OF(f32)
+GEMV_TILE(q4_K, tile_q4_K) GEMV_TILE(q5_K, tile_q5_K) GEMV_TILE(q6_K, tile_q6_K)
+GEMV_OF(f16) GEMV_OF(bf16) GEMV_OF(f32)
 
 /* ---- F16 / BF16 prefill, 16 rows per vector ----------------------------------------------
  * Without a gemm, cpu_matmul ran dot_f16 per row and column: every product converts both
@@ -1232,6 +1239,7 @@ void cpu_simd_fill_avx512(cpu_kernels *k) {
     k->dot[GGML_TYPE_Q4_K] = dot_q4_K;  k->gemv[GGML_TYPE_Q4_K] = gemv_q4_K;
     k->gemm[GGML_TYPE_Q4_K] = gemm_q4_K;
     k->dot[GGML_TYPE_Q5_K] = dot_q5_K;  k->gemv[GGML_TYPE_Q5_K] = gemv_q5_K;
+    k->gemm[GGML_TYPE_Q5_K] = gemm_q5_K;
     k->dot[GGML_TYPE_Q6_K] = dot_q6_K;  k->gemv[GGML_TYPE_Q6_K] = gemv_q6_K;
     k->gemm[GGML_TYPE_Q6_K] = gemm_q6_K;
     k->dot[GGML_TYPE_F16] = dot_f16;    k->gemv[GGML_TYPE_F16] = gemv_f16;
