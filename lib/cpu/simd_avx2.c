@@ -131,23 +131,35 @@ static TGT float dot_q4_0(int64_t n, const void *vw, const void *va) {
  * reduction per row). Measured against the earlier kernel (separate min accumulator, dot
  * apart from the tile): see docs/perf.md. */
 #define Q4K_TILE_MAXC 4 /* 4 beat 2 by ~10% (some spills, fewer unpacks per column) */
-static inline __attribute__((always_inline)) TGT void tile_q4_K(
-    int C, int64_t nb, const block_q4_K *w, const block_q8_K *const *a, float *y, size_t y_stride) {
+static inline __attribute__((always_inline)) TGT void tile_k45(
+    int five, int C, int64_t nb, const void *vw, const block_q8_K *const *a, float *y, size_t y_stride) {
     __m256 acc[Q4K_TILE_MAXC];
     UNROLL for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
     for (int64_t i = 0; i < nb; i++) {
-        __m128i scm = unpack_k4_scales(w[i].scales);
+        /* the fields of super-block i (Q5_K adds qh between the scales and the codes) */
+        const block_q4_K *w4 = (const block_q4_K *)vw + i;
+        const block_q5_K *w5 = (const block_q5_K *)vw + i;
+        const uint8_t *scales = five ? w5->scales : w4->scales, *qs = five ? w5->qs : w4->qs;
+        tq_half hd = five ? w5->d : w4->d, hdmin = five ? w5->dmin : w4->dmin;
+        __m256i qh = five ? _mm256_loadu_si256((const __m256i *)w5->qh) : _mm256_setzero_si256();
+        __m128i scm = unpack_k4_scales(scales);
         /* the 8 scales as 16-bit words in both halves; word 2c is picked by a byte shuffle */
         __m256i scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
         __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm)); /* m0 m0 m1 m1 ... */
-        float wd = h2f(w[i].d), wdmin = h2f(w[i].dmin);
+        float wd = h2f(hd), wdmin = h2f(hdmin);
         __m256i sumi[Q4K_TILE_MAXC];
         UNROLL for (int c = 0; c < C; c++) sumi[c] = _mm256_setzero_si256();
         UNROLL for (int ch = 0; ch < 4; ch++) {
-            __m256i q = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * ch));
+            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * ch));
             __m256i lo = _mm256_and_si256(q, m4);
             __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if (five) { /* qh bit 2ch -> bit 4 of the low codes, bit 2ch+1 -> bit 4 of the high codes */
+                __m256i h0 = ch < 2 ? _mm256_slli_epi16(qh, 4 - 2 * ch) : _mm256_srli_epi16(qh, 2 * ch - 4);
+                __m256i h1 = ch < 2 ? _mm256_slli_epi16(qh, 3 - 2 * ch) : _mm256_srli_epi16(qh, 2 * ch - 3);
+                lo = _mm256_or_si256(lo, _mm256_and_si256(h0, b4));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(h1, b4));
+            }
             __m256i slo = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(0x0100 + 0x0404 * ch)));
             __m256i shi = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(0x0302 + 0x0404 * ch)));
             UNROLL for (int c = 0; c < C; c++) {
@@ -167,6 +179,11 @@ static inline __attribute__((always_inline)) TGT void tile_q4_K(
         }
     }
     UNROLL for (int c = 0; c < C; c++) y[(size_t)c * y_stride] = hsum_ps(acc[c]);
+}
+
+static inline __attribute__((always_inline)) TGT void tile_q4_K(
+    int C, int64_t nb, const block_q4_K *w, const block_q8_K *const *a, float *y, size_t y_stride) {
+    tile_k45(0, C, nb, w, a, y, y_stride);
 }
 
 static TGT float dot_q4_K(int64_t n, const void *vw, const void *va) {
@@ -197,48 +214,13 @@ static TGT float dot_q4_K(int64_t n, const void *vw, const void *va) {
     }
 KQ_GEMM(gemm_q4_K, block_q4_K, tile_q4_K)
 
-/* Q5_K against C (1..Q4K_TILE_MAXC) Q8_K columns; dot_q5_K is C = 1. tile_q4_K with the fifth bit: qh
- * bit 2c of byte j tops value j of chunk c's low nibbles, bit 2c+1 its high nibbles; a 16-bit
- * shift brings it to bit 4 (shifts of at most 4 left or 3 right, so the masked bit never
- * comes from the neighbouring byte). Codes 0..31: vpmaddubsw pairs <= 2*31*127. */
+/* Q5_K: tile_k45 with the fifth bit. qh bit 2c of byte j tops value j of chunk c's low
+ * nibbles, bit 2c+1 its high nibbles; a 16-bit shift brings it to bit 4 (shifts of at most 4
+ * left or 3 right, so the masked bit never comes from the neighbouring byte). Codes 0..31:
+ * vpmaddubsw pairs <= 2*31*127. */
 static inline __attribute__((always_inline)) TGT void tile_q5_K(
     int C, int64_t nb, const block_q5_K *w, const block_q8_K *const *a, float *y, size_t y_stride) {
-    __m256 acc[Q4K_TILE_MAXC];
-    UNROLL for (int c = 0; c < C; c++) acc[c] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
-    for (int64_t i = 0; i < nb; i++) {
-        __m128i scm = unpack_k4_scales(w[i].scales);
-        __m256i scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
-        __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm));
-        float wd = h2f(w[i].d), wdmin = h2f(w[i].dmin);
-        __m256i qh = _mm256_loadu_si256((const __m256i *)w[i].qh);
-        __m256i s0[Q4K_TILE_MAXC], s1[Q4K_TILE_MAXC];
-        UNROLL for (int ch = 0; ch < 4; ch++) {
-            __m256i q = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * ch));
-            /* qh bit 2ch -> bit 4 of the low codes, bit 2ch+1 -> bit 4 of the high codes */
-            __m256i h0 = ch < 2 ? _mm256_slli_epi16(qh, 4 - 2 * ch) : _mm256_srli_epi16(qh, 2 * ch - 4);
-            __m256i h1 = ch < 2 ? _mm256_slli_epi16(qh, 3 - 2 * ch) : _mm256_srli_epi16(qh, 2 * ch - 3);
-            __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_and_si256(h0, b4));
-            __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), _mm256_and_si256(h1, b4));
-            __m256i sl = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(0x0100 + 0x0404 * ch)));
-            __m256i sh = _mm256_shuffle_epi8(scv, _mm256_set1_epi16((short)(0x0302 + 0x0404 * ch)));
-            UNROLL for (int c = 0; c < C; c++) {
-                const int8_t *q8 = a[c][i].qs + 64 * ch;
-                __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)q8));
-                __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
-                s0[c] = ch == 0 ? _mm256_madd_epi16(plo, sl) : _mm256_add_epi32(s0[c], _mm256_madd_epi16(plo, sl));
-                s1[c] = ch == 0 ? _mm256_madd_epi16(phi, sh) : _mm256_add_epi32(s1[c], _mm256_madd_epi16(phi, sh));
-            }
-        }
-        UNROLL for (int c = 0; c < C; c++) {
-            float da = a[c][i].d;
-            __m256i ms = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[c][i].bsums), m16);
-            acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(wd * da), _mm256_cvtepi32_ps(_mm256_add_epi32(s0[c], s1[c])),
-                                     acc[c]);
-            acc[c] = _mm256_fnmadd_ps(_mm256_set1_ps(wdmin * da), _mm256_cvtepi32_ps(ms), acc[c]);
-        }
-    }
-    UNROLL for (int c = 0; c < C; c++) y[(size_t)c * y_stride] = hsum_ps(acc[c]);
+    tile_k45(1, C, nb, w, a, y, y_stride);
 }
 
 static TGT float dot_q5_K(int64_t n, const void *vw, const void *va) {
