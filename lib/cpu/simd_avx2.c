@@ -469,14 +469,21 @@ static TGT void quant_bf16(const float *x, void *vdst, int64_t n) {
                               const void *a, float *y) {                                         \
         for (int64_t r = 0; r < nrows; r++) y[r] = dot_##fn(n, (const char *)w + (size_t)r * w_stride, a); \
     }
-/* Q4_K and Q6_K rows with their tile inlined: constants stay in registers across rows; the
- * arithmetic is dot's, bit for bit. */
-#define GEMV_TILE(WT, TILE)                                                                      \
+/* K-quant rows with their tile inlined: the constants stay in registers across rows (a call
+ * per 768-wide row of three super-blocks cost ~8%); same arithmetic as dot, bit for bit. Each
+ * row first prefetches the bytes KQ_PF_DIST ahead of it (prefetches do not fault, so running
+ * past the matrix is harmless): Q4_K gemv, one thread, 14 / 56 MB matrices (L3, not L2):
+ * 15.5 -> 16.5 / 14.1 -> 16.2 GB/s; no change when the matrix sits in L2. */
+#define KQ_PF_DIST 2048
+#define GEMV_TILE(WT, TILE)                                                                        \
     static TGT void gemv_##WT(int64_t n, int64_t nrows, const void *w, size_t w_stride, const void *va, \
-                              float *y) {                                                        \
-        const block_q8_K *a[1] = {va};                                                           \
-        for (int64_t r = 0; r < nrows; r++)                                                      \
-            TILE(1, n / QK_K, (const block_##WT *)((const char *)w + (size_t)r * w_stride), a, y + r, 1); \
+                              float *y) {                                                          \
+        const block_q8_K *a[1] = {va};                                                             \
+        for (int64_t r = 0; r < nrows; r++) {                                                      \
+            const char *row = (const char *)w + (size_t)r * w_stride;                              \
+            for (size_t o = 0; o < w_stride; o += 64) _mm_prefetch(row + KQ_PF_DIST + o, _MM_HINT_T0); \
+            TILE(1, n / QK_K, (const block_##WT *)row, a, y + r, 1);                               \
+        }                                                                                          \
     }
 GEMV_TILE(q4_K, tile_q4_K) GEMV_TILE(q5_K, tile_q5_K) GEMV_TILE(q6_K, tile_q6_K)
 GEMV_OF(q8_0) GEMV_OF(q4_0) GEMV_OF(f16) GEMV_OF(bf16) GEMV_OF(f32)
