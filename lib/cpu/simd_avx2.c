@@ -464,24 +464,25 @@ static TGT void quant_bf16(const float *x, void *vdst, int64_t n) {
 
 /* ---- rows ---------------------------------------------------------------------------------- */
 
-#define GEMV_OF(fn)                                                                              \
-    static TGT void gemv_##fn(int64_t n, int64_t nrows, const void *w, size_t w_stride,         \
-                              const void *a, float *y) {                                         \
-        for (int64_t r = 0; r < nrows; r++) y[r] = dot_##fn(n, (const char *)w + (size_t)r * w_stride, a); \
+/* Rows one after another, each prefetching ahead (row_prefetch). */
+#define GEMV_OF(fn)                                                                                \
+    static TGT void gemv_##fn(int64_t n, int64_t nrows, const void *w, size_t w_stride,            \
+                              const void *a, float *y) {                                           \
+        for (int64_t r = 0; r < nrows; r++) {                                                      \
+            const char *row = (const char *)w + (size_t)r * w_stride;                              \
+            row_prefetch(row, w_stride);                                                           \
+            y[r] = dot_##fn(n, row, a);                                                            \
+        }                                                                                          \
     }
 /* K-quant rows with their tile inlined: the constants stay in registers across rows (a call
- * per 768-wide row of three super-blocks cost ~8%); same arithmetic as dot, bit for bit. Each
- * row first prefetches the bytes KQ_PF_DIST ahead of it (prefetches do not fault, so running
- * past the matrix is harmless): Q4_K gemv, one thread, 14 / 56 MB matrices (L3, not L2):
- * 15.5 -> 16.5 / 14.1 -> 16.2 GB/s; no change when the matrix sits in L2. */
-#define KQ_PF_DIST 2048
+ * per 768-wide row of three super-blocks cost ~8%); same arithmetic as dot, bit for bit. */
 #define GEMV_TILE(WT, TILE)                                                                        \
     static TGT void gemv_##WT(int64_t n, int64_t nrows, const void *w, size_t w_stride, const void *va, \
                               float *y) {                                                          \
         const block_q8_K *a[1] = {va};                                                             \
         for (int64_t r = 0; r < nrows; r++) {                                                      \
             const char *row = (const char *)w + (size_t)r * w_stride;                              \
-            for (size_t o = 0; o < w_stride; o += 64) _mm_prefetch(row + KQ_PF_DIST + o, _MM_HINT_T0); \
+            row_prefetch(row, w_stride);                                                           \
             TILE(1, n / QK_K, (const block_##WT *)row, a, y + r, 1);                               \
         }                                                                                          \
     }

@@ -21,4 +21,14 @@ static inline __m128i unpack_k4_scales(const uint8_t q[K_SCALE_SIZE]) {
     return _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)m_lo, (int)m_hi);
 }
 
+/* A gemv prefetches, before each weight row, the bytes ROW_PF_DIST ahead of it (prefetches do
+ * not fault, so running past the matrix is harmless). One thread, GB/s, matrices in L2 / L3 /
+ * DRAM: F16 27.9 -> 31.2 / 21.7 -> 25.3 / 8.7 -> 11.2 (768-wide rows; 4096 and 8192 ahead
+ * measured the same as 2048); Q4_K the same in L2, 15.5 -> 16.5 at 14 MB and 14.1 -> 16.2 at
+ * 56 MB. */
+#define ROW_PF_DIST 2048
+static inline void row_prefetch(const char *row, size_t bytes) {
+    for (size_t o = 0; o < bytes; o += 64) _mm_prefetch(row + ROW_PF_DIST + o, _MM_HINT_T0);
+}
+
 #endif
