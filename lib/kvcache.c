@@ -550,11 +550,25 @@ static const kv_ops *cache_ops(const kv_cache *c) {
     return &ops_scalar;
 }
 
+#if KV_HAVE_AVX2
+static void range_avx2(const kv_cache *c, const kv_seq *s, int layer, const kv_attn *a, const float *q,
+                       int g, int ha, int hb, int64_t k0, int64_t k1, float *m, float *l, int mbase,
+                       float *acc);
+#define DR_MAX_DIM 256
+#endif
+
 /* Online softmax over keys [k0, k1) of kv head g for query heads [ha, hb) (all of group g).
  * m and l are indexed by head - mbase, acc by absolute head; they carry state in and out. */
 static void attend_range(const kv_cache *c, const kv_seq *s, int layer, const kv_attn *a,
                          const float *q, int g, int ha, int hb, int64_t k0, int64_t k1, float *m,
                          float *l, int mbase, float *acc) {
+#if KV_HAVE_AVX2
+    if (c->simd && c->cfg.head_dim % 8 == 0 && c->cfg.head_dim_v % 8 == 0 && c->cfg.head_dim <= DR_MAX_DIM &&
+        c->cfg.head_dim_v <= DR_MAX_DIM) {
+        range_avx2(c, s, layer, a, q, g, ha, hb, k0, k1, m, l, mbase, acc);
+        return;
+    }
+#endif
     const int P = c->cfg.page_tokens, dk = c->cfg.head_dim, dv = c->cfg.head_dim_v;
     const kv_dtype dt = c->cfg.dtype;
     const size_t sk = scale_row_bytes(dt, dk), sv = scale_row_bytes(dt, dv);
@@ -727,6 +741,173 @@ static KV_TGT __m256 exp_neg256(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
+}
+
+/* ---- decode: one query position against each K/V tile ----------------------------------
+ * attend_range's per-key calls (dequantise a row, one dot per query head, one axpy per head)
+ * reload the row and the accumulators for every head and leave the FMA units mostly idle. Here
+ * a tile of up to KV_TILE keys is dequantised once into a float buffer; the scores of two keys
+ * at a time share the query loads across all heads of the group (one horizontal sum per head
+ * and key); exp is vectorised (exp_neg256); P·V keeps 4 heads x 32 dims of the accumulators in
+ * registers across the whole tile. Same online softmax as attend_range, in a different float
+ * order. For head dims that are multiples of 8, up to DR_MAX_DIM. */
+#define DR_HEADS 8 /* query heads per pass */
+/* loops over heads and vectors must unroll so their arrays stay in registers (-O2 alone keeps
+ * the loops and the accumulators on the stack) */
+#define DR_UNROLL _Pragma("GCC unroll 8")
+#define DR_SC (KV_TILE + 8) /* a head's scores, padded to whole vectors */
+
+static inline KV_TGT float dr_hsum(__m256 v) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+/* sc[h][t] = scale * q_h · k_t for NR heads and n keys of kb ([n][dk]) */
+static inline __attribute__((always_inline)) KV_TGT void dr_scores(int NR, int dk, const float *const *qh,
+                                                                   const float *kb, int n, float scale,
+                                                                   float (*sc)[DR_SC]) {
+    int t = 0;
+    for (; t + 1 < n; t += 2) {
+        const float *k0 = kb + (size_t)t * dk, *k1 = k0 + dk;
+        __m256 s0[DR_HEADS], s1[DR_HEADS];
+        DR_UNROLL for (int h = 0; h < NR; h++) s0[h] = _mm256_setzero_ps(), s1[h] = _mm256_setzero_ps();
+        for (int d = 0; d < dk; d += 8) {
+            __m256 a0 = _mm256_loadu_ps(k0 + d), a1 = _mm256_loadu_ps(k1 + d);
+            DR_UNROLL for (int h = 0; h < NR; h++) {
+                __m256 qv = _mm256_loadu_ps(qh[h] + d);
+                s0[h] = _mm256_fmadd_ps(qv, a0, s0[h]);
+                s1[h] = _mm256_fmadd_ps(qv, a1, s1[h]);
+            }
+        }
+        DR_UNROLL for (int h = 0; h < NR; h++) sc[h][t] = dr_hsum(s0[h]) * scale, sc[h][t + 1] = dr_hsum(s1[h]) * scale;
+    }
+    if (t < n) {
+        const float *k0 = kb + (size_t)t * dk;
+        __m256 s0[DR_HEADS];
+        DR_UNROLL for (int h = 0; h < NR; h++) s0[h] = _mm256_setzero_ps();
+        for (int d = 0; d < dk; d += 8) {
+            __m256 a0 = _mm256_loadu_ps(k0 + d);
+            DR_UNROLL for (int h = 0; h < NR; h++) s0[h] = _mm256_fmadd_ps(_mm256_loadu_ps(qh[h] + d), a0, s0[h]);
+        }
+        DR_UNROLL for (int h = 0; h < NR; h++) sc[h][t] = dr_hsum(s0[h]) * scale;
+    }
+}
+
+/* acc_h[d0 .. d0 + 8 NV) += Σ_t p[h][t] v_t for NR (<= 4) heads: accumulators in registers */
+static inline __attribute__((always_inline)) KV_TGT void dr_pv(int NR, int NV, int dv, int d0, const float *vb,
+                                                               int n, const float (*p)[DR_SC],
+                                                               float *const *acch) {
+    __m256 o[4][4];
+    DR_UNROLL for (int h = 0; h < NR; h++)
+        DR_UNROLL for (int v = 0; v < NV; v++) o[h][v] = _mm256_loadu_ps(acch[h] + d0 + 8 * v);
+    for (int t = 0; t < n; t++) {
+        const float *vr = vb + (size_t)t * dv + d0;
+        __m256 x[4];
+        DR_UNROLL for (int v = 0; v < NV; v++) x[v] = _mm256_loadu_ps(vr + 8 * v);
+        DR_UNROLL for (int h = 0; h < NR; h++) {
+            __m256 w = _mm256_broadcast_ss(&p[h][t]);
+            DR_UNROLL for (int v = 0; v < NV; v++) o[h][v] = _mm256_fmadd_ps(w, x[v], o[h][v]);
+        }
+    }
+    DR_UNROLL for (int h = 0; h < NR; h++)
+        DR_UNROLL for (int v = 0; v < NV; v++) _mm256_storeu_ps(acch[h] + d0 + 8 * v, o[h][v]);
+}
+
+#define DR_CASE_NR(NR, CALL) case NR: CALL(NR); break;
+#define DR_BY_NR8(nr, CALL)                                                                        \
+    switch (nr) {                                                                                  \
+        DR_CASE_NR(8, CALL) DR_CASE_NR(7, CALL) DR_CASE_NR(6, CALL) DR_CASE_NR(5, CALL)            \
+        DR_CASE_NR(4, CALL) DR_CASE_NR(3, CALL) DR_CASE_NR(2, CALL) default: CALL(1); break;       \
+    }
+
+static KV_TGT void range_avx2(const kv_cache *c, const kv_seq *s, int layer, const kv_attn *a, const float *q,
+                              int g, int ha, int hb, int64_t k0, int64_t k1, float *m, float *l, int mbase,
+                              float *acc) {
+    const int P = c->cfg.page_tokens, dk = c->cfg.head_dim, dv = c->cfg.head_dim_v;
+    const kv_dtype dt = c->cfg.dtype;
+    const size_t sk = scale_row_bytes(dt, dk), sv = scale_row_bytes(dt, dv);
+    float buf[KV_TILE * DR_MAX_DIM];
+    float sc[DR_HEADS][DR_SC];
+    for (int hc = ha; hc < hb; hc += DR_HEADS) {
+        const int nr = TOME_MIN(hb - hc, DR_HEADS);
+        const float *qh[DR_HEADS];
+        float *acch[DR_HEADS];
+        for (int h = 0; h < nr; h++) qh[h] = q + (size_t)(hc + h) * dk, acch[h] = acc + (size_t)(hc + h) * dv;
+        for (int64_t j = k0; j < k1;) {
+            int64_t pi = j / P;
+            int t0 = (int)(j - pi * P);
+            int t1 = (int)TOME_MIN((int64_t)P, k1 - pi * P);
+            if (t1 - t0 > KV_TILE) t1 = t0 + KV_TILE;
+            const int n = t1 - t0;
+            int32_t page = s->pages[pi];
+            uint8_t *kp = c->k[layer] + (size_t)page * c->page_bytes_k;
+            uint8_t *vp = c->v[layer] + (size_t)page * c->page_bytes_v;
+            for (int t = 0; t < n; t++) {
+                rowref r = row_at(kp, c->row_bytes_k, c->scales_off_k, sk, P, g, t0 + t);
+                deq_avx2(dt, r.vals, r.sc, dk, buf + (size_t)t * dk);
+            }
+#define DR_SCORES(NR) dr_scores(NR, dk, qh, buf, n, a->scale, sc)
+            DR_BY_NR8(nr, DR_SCORES)
+#undef DR_SCORES
+            const int n8 = (n + 7) & ~7; /* scores padded with -inf to whole vectors: exp gives 0 */
+            for (int h = 0; h < nr; h++)
+                for (int t = n; t < n8; t++) sc[h][t] = -INFINITY;
+            for (int h = 0; h < nr; h++) {
+                __m256 mv = _mm256_set1_ps(-INFINITY);
+                for (int t = 0; t < n8; t += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(sc[h] + t));
+                __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+                m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+                m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+                const float mt = _mm_cvtss_f32(m4);
+                float *mh = &m[hc + h - mbase];
+                if (mt > *mh) {
+                    const float corr = expf(*mh - mt); /* 0 when *mh = -inf */
+                    l[hc + h - mbase] *= corr;
+                    const __m256 cv = _mm256_set1_ps(corr);
+                    for (int i = 0; i < dv; i += 8)
+                        _mm256_storeu_ps(acch[h] + i, _mm256_mul_ps(cv, _mm256_loadu_ps(acch[h] + i)));
+                    *mh = mt;
+                }
+                const __m256 mb = _mm256_set1_ps(*mh);
+                __m256 sum = _mm256_setzero_ps();
+                for (int t = 0; t < n8; t += 8) {
+                    __m256 e = exp_neg256(_mm256_sub_ps(_mm256_loadu_ps(sc[h] + t), mb));
+                    _mm256_storeu_ps(sc[h] + t, e);
+                    sum = _mm256_add_ps(sum, e);
+                }
+                l[hc + h - mbase] += dr_hsum(sum);
+            }
+            for (int t = 0; t < n; t++) {
+                rowref r = row_at(vp, c->row_bytes_v, c->scales_off_v, sv, P, g, t0 + t);
+                deq_avx2(dt, r.vals, r.sc, dv, buf + (size_t)t * dv);
+            }
+            for (int h4 = 0; h4 < nr; h4 += 4) {
+                const int r4 = TOME_MIN(4, nr - h4);
+                for (int d0 = 0; d0 < dv; d0 += 32) {
+                    const int nv = TOME_MIN(4, (dv - d0) / 8);
+#define DR_PV(NR, NV) dr_pv(NR, NV, dv, d0, buf, n, (const float(*)[DR_SC])(sc + h4), acch + h4)
+#define DR_PV_NV(NR)                                                                               \
+    switch (nv) {                                                                                  \
+    case 4: DR_PV(NR, 4); break;                                                                   \
+    case 3: DR_PV(NR, 3); break;                                                                   \
+    case 2: DR_PV(NR, 2); break;                                                                   \
+    default: DR_PV(NR, 1); break;                                                                  \
+    }
+                    switch (r4) {
+                    case 4: DR_PV_NV(4) break;
+                    case 3: DR_PV_NV(3) break;
+                    case 2: DR_PV_NV(2) break;
+                    default: DR_PV_NV(1) break;
+                    }
+#undef DR_PV_NV
+#undef DR_PV
+                }
+            }
+            j += n;
+        }
+    }
 }
 
 typedef struct qblock {
