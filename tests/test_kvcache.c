@@ -305,7 +305,8 @@ static void rand_q(trng *r, float *q, int n) {
 }
 
 TEST(kv_attend_dtypes_lengths_gqa) {
-    const int lens[] = {1, 113, 4097}, gqa[] = {1, 4, 8}, H = 2, D = 64;
+    /* every group size 1..8: the AVX2 decode kernel has a code path per heads-per-pass count */
+    const int lens[] = {1, 113, 4097}, gqa[] = {1, 2, 3, 4, 5, 6, 7, 8}, H = 2, D = 64;
     const char *names[] = {"f16", "q8", "q4"};
     trng r;
     trng_seed(&r, 5);
