@@ -795,9 +795,10 @@ static inline __attribute__((always_inline)) KV_TGT void dr_scores(int NR, int d
     }
 }
 
-/* acc_h[d0 .. d0 + 8 NV) += Σ_t p[h][t] v_t for NR (<= 4) heads: accumulators in registers */
+/* acc_h[d0 .. d0 + 8 NV) += Σ_t p_h[t] v_t for NR (<= 4) rows (heads, or positions x heads in
+ * prefill) over n rows v_t of vb ([n][dv]): the accumulators stay in registers */
 static inline __attribute__((always_inline)) KV_TGT void dr_pv(int NR, int NV, int dv, int d0, const float *vb,
-                                                               int n, const float (*p)[DR_SC],
+                                                               int n, const float *const *p,
                                                                float *const *acch) {
     __m256 o[4][4];
     DR_UNROLL for (int h = 0; h < NR; h++)
@@ -813,6 +814,27 @@ static inline __attribute__((always_inline)) KV_TGT void dr_pv(int NR, int NV, i
     }
     DR_UNROLL for (int h = 0; h < NR; h++)
         DR_UNROLL for (int v = 0; v < NV; v++) _mm256_storeu_ps(acch[h] + d0 + 8 * v, o[h][v]);
+}
+
+/* dr_pv with NR (1..4) and NV (1..4) chosen at run time */
+static KV_TGT void dr_pv_any(int nr, int nv, int dv, int d0, const float *vb, int n, const float *const *p,
+                             float *const *acch) {
+#define DR_PV1(NR, NV) dr_pv(NR, NV, dv, d0, vb, n, p, acch)
+#define DR_PV_NV(NR)                                                                               \
+    switch (nv) {                                                                                  \
+    case 4: DR_PV1(NR, 4); break;                                                                  \
+    case 3: DR_PV1(NR, 3); break;                                                                  \
+    case 2: DR_PV1(NR, 2); break;                                                                  \
+    default: DR_PV1(NR, 1); break;                                                                 \
+    }
+    switch (nr) {
+    case 4: DR_PV_NV(4) break;
+    case 3: DR_PV_NV(3) break;
+    case 2: DR_PV_NV(2) break;
+    default: DR_PV_NV(1) break;
+    }
+#undef DR_PV_NV
+#undef DR_PV1
 }
 
 #define DR_CASE_NR(NR, CALL) case NR: CALL(NR); break;
@@ -885,24 +907,11 @@ static KV_TGT void range_avx2(const kv_cache *c, const kv_seq *s, int layer, con
             }
             for (int h4 = 0; h4 < nr; h4 += 4) {
                 const int r4 = TOME_MIN(4, nr - h4);
+                const float *pr[4];
+                for (int h = 0; h < r4; h++) pr[h] = sc[h4 + h];
                 for (int d0 = 0; d0 < dv; d0 += 32) {
                     const int nv = TOME_MIN(4, (dv - d0) / 8);
-#define DR_PV(NR, NV) dr_pv(NR, NV, dv, d0, buf, n, (const float(*)[DR_SC])(sc + h4), acch + h4)
-#define DR_PV_NV(NR)                                                                               \
-    switch (nv) {                                                                                  \
-    case 4: DR_PV(NR, 4); break;                                                                   \
-    case 3: DR_PV(NR, 3); break;                                                                   \
-    case 2: DR_PV(NR, 2); break;                                                                   \
-    default: DR_PV(NR, 1); break;                                                                  \
-    }
-                    switch (r4) {
-                    case 4: DR_PV_NV(4) break;
-                    case 3: DR_PV_NV(3) break;
-                    case 2: DR_PV_NV(2) break;
-                    default: DR_PV_NV(1) break;
-                    }
-#undef DR_PV_NV
-#undef DR_PV
+                    dr_pv_any(r4, nv, dv, d0, buf, n, pr, acch + h4);
                 }
             }
             j += n;
@@ -918,27 +927,42 @@ typedef struct qblock {
     int n;
 } qblock;
 
+/* NR (1..4) rows x 16 keys of scores from the transposed tile: accumulators in registers */
+static inline __attribute__((always_inline)) KV_TGT void qb_scores16(int NR, const float *const *q, const float *kt,
+                                                                     int d, int t, float scale, float *const *out) {
+    __m256 acc[4][2];
+    DR_UNROLL for (int i = 0; i < NR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (int k = 0; k < d; k++) {
+        __m256 k0 = _mm256_load_ps(kt + (size_t)k * KV_TILE + t), k1 = _mm256_load_ps(kt + (size_t)k * KV_TILE + t + 8);
+        DR_UNROLL for (int i = 0; i < NR; i++) {
+            __m256 qv = _mm256_broadcast_ss(q[i] + k);
+            acc[i][0] = _mm256_fmadd_ps(qv, k0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(qv, k1, acc[i][1]);
+        }
+    }
+    DR_UNROLL for (int i = 0; i < NR; i++) {
+        _mm256_storeu_ps(out[i] + t, _mm256_mul_ps(acc[i][0], _mm256_set1_ps(scale)));
+        _mm256_storeu_ps(out[i] + t + 8, _mm256_mul_ps(acc[i][1], _mm256_set1_ps(scale)));
+    }
+}
+
 /* scores sc[r][t] = scale·q_r·k_t for keys t < nt (kt: [d][KV_TILE]), -inf where masked */
 static KV_TGT void qb_scores(const qblock *b, const float *kt, int d, int nt, int64_t key0, const kv_attn *a,
                              float (*sc)[KV_TILE]) {
     const int ntp = (nt + 15) & ~15;
     for (int r0 = 0; r0 < b->n; r0 += 4) {
         const int nr = TOME_MIN(4, b->n - r0);
+        float *out[4];
+        for (int i = 0; i < nr; i++) out[i] = sc[r0 + i];
         for (int t = 0; t < ntp; t += 16) {
-            __m256 acc[4][2];
-            for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-            for (int k = 0; k < d; k++) {
-                __m256 k0 = _mm256_load_ps(kt + (size_t)k * KV_TILE + t), k1 = _mm256_load_ps(kt + (size_t)k * KV_TILE + t + 8);
-                for (int i = 0; i < 4; i++) {
-                    __m256 qv = _mm256_set1_ps(b->q[r0 + (i < nr ? i : 0)][k]);
-                    acc[i][0] = _mm256_fmadd_ps(qv, k0, acc[i][0]);
-                    acc[i][1] = _mm256_fmadd_ps(qv, k1, acc[i][1]);
-                }
+#define QB_S(NR) qb_scores16(NR, b->q + r0, kt, d, t, a->scale, out)
+            switch (nr) {
+            case 4: QB_S(4); break;
+            case 3: QB_S(3); break;
+            case 2: QB_S(2); break;
+            default: QB_S(1); break;
             }
-            for (int i = 0; i < nr; i++) {
-                _mm256_storeu_ps(sc[r0 + i] + t, _mm256_mul_ps(acc[i][0], _mm256_set1_ps(a->scale)));
-                _mm256_storeu_ps(sc[r0 + i] + t + 8, _mm256_mul_ps(acc[i][1], _mm256_set1_ps(a->scale)));
-            }
+#undef QB_S
         }
     }
     for (int r = 0; r < b->n; r++) { /* the mask: causal, window and sinks */
@@ -971,8 +995,14 @@ static KV_TGT void qb_tile(const kv_cache *c, const kv_seq *s, int layer, int g,
     qb_scores(b, kt, dk, nt, key0, a, sc);
     int any = 0;
     for (int r = 0; r < b->n; r++) { /* online softmax, as attend_range */
-        float mt = -INFINITY;
-        for (int t = 0; t < nt; t++) mt = fmaxf(mt, sc[r][t]);
+        __m256 mv8 = _mm256_set1_ps(-INFINITY);
+        int t8 = 0;
+        for (; t8 + 8 <= nt; t8 += 8) mv8 = _mm256_max_ps(mv8, _mm256_loadu_ps(sc[r] + t8));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv8), _mm256_extractf128_ps(mv8, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float mt = _mm_cvtss_f32(m4);
+        for (; t8 < nt; t8++) mt = sc[r][t8] > mt ? sc[r][t8] : mt;
         if (mt == -INFINITY) { /* nothing visible to this row here */
             for (int t = 0; t < nt; t++) sc[r][t] = 0;
             continue;
@@ -1006,22 +1036,9 @@ static KV_TGT void qb_tile(const kv_cache *c, const kv_seq *s, int layer, int g,
     }
     for (int r0 = 0; r0 < b->n; r0 += 4) { /* o[r] += Σ_t p[r][t] v[t]: 4 rows x 32 dims */
         const int nr = TOME_MIN(4, b->n - r0);
-        for (int i0 = 0; i0 < dv; i0 += 32) {
-            const int nv = TOME_MIN(32, dv - i0) / 8;
-            __m256 acc[4][4];
-            for (int i = 0; i < nr; i++)
-                for (int v = 0; v < nv; v++) acc[i][v] = _mm256_loadu_ps(b->o[r0 + i] + i0 + 8 * v);
-            for (int t = 0; t < nt; t++) {
-                __m256 vv[4];
-                for (int v = 0; v < nv; v++) vv[v] = _mm256_loadu_ps(vt + (size_t)t * dv + i0 + 8 * v);
-                for (int i = 0; i < nr; i++) {
-                    __m256 p = _mm256_set1_ps(sc[r0 + i][t]);
-                    for (int v = 0; v < nv; v++) acc[i][v] = _mm256_fmadd_ps(p, vv[v], acc[i][v]);
-                }
-            }
-            for (int i = 0; i < nr; i++)
-                for (int v = 0; v < nv; v++) _mm256_storeu_ps(b->o[r0 + i] + i0 + 8 * v, acc[i][v]);
-        }
+        const float *pr[4];
+        for (int i = 0; i < nr; i++) pr[i] = sc[r0 + i];
+        for (int i0 = 0; i0 < dv; i0 += 32) dr_pv_any(nr, TOME_MIN(32, dv - i0) / 8, dv, i0, vt, nt, pr, b->o + r0);
     }
 }
 
