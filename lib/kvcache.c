@@ -965,11 +965,14 @@ static KV_TGT void qb_scores(const qblock *b, const float *kt, int d, int nt, in
 #undef QB_S
         }
     }
-    for (int r = 0; r < b->n; r++) { /* the mask: causal, window and sinks */
+    for (int r = 0; r < b->n; r++) { /* the mask, as ranges of t: causal, window and sinks */
         const int64_t qp = b->pos[r];
-        for (int t = 0; t < nt; t++) {
-            const int64_t j = key0 + t;
-            if (j > qp || (a->window > 0 && j <= qp - a->window && j >= a->sinks)) sc[r][t] = -INFINITY;
+        /* keys after the query: t >= qp + 1 - key0 */
+        for (int64_t t = TOME_MAX((int64_t)0, qp + 1 - key0); t < nt; t++) sc[r][t] = -INFINITY;
+        if (a->window > 0) { /* keys j in [sinks, qp - window]: left of the window, not sinks */
+            const int64_t ta = TOME_MAX((int64_t)0, a->sinks - key0);
+            const int64_t tb = TOME_MIN((int64_t)nt, qp - a->window + 1 - key0);
+            for (int64_t t = ta; t < tb; t++) sc[r][t] = -INFINITY;
         }
     }
 }
