@@ -987,14 +987,35 @@ static KV_TGT void qb_tile(const kv_cache *c, const kv_seq *s, int layer, int g,
     const int32_t page = s->pages[pi];
     uint8_t *kp = c->k[layer] + (size_t)page * c->page_bytes_k, *vp = c->v[layer] + (size_t)page * c->page_bytes_v;
     const size_t sk = scale_row_bytes(dt, dk), sv = scale_row_bytes(dt, dv);
-    _Alignas(32) float row[KV_MAX_HEAD_DIM];
-    for (int t = 0; t < nt; t++) { /* K, transposed */
-        rowref rr = row_at(kp, c->row_bytes_k, c->scales_off_k, sk, P, g, t0 + t);
-        deq_avx2(dt, rr.vals, rr.sc, dk, row);
-        for (int k = 0; k < dk; k++) kt[(size_t)k * KV_TILE + t] = row[k];
+    /* K, transposed 8 keys x 8 dims at a time (keys past nt, up to whole 16s, as zeros) */
+    _Alignas(32) float rows[8][KV_MAX_HEAD_DIM];
+    for (int tb = 0; tb < ((nt + 15) & ~15); tb += 8) {
+        for (int i = 0; i < 8; i++) {
+            if (tb + i < nt) {
+                rowref rr = row_at(kp, c->row_bytes_k, c->scales_off_k, sk, P, g, t0 + tb + i);
+                deq_avx2(dt, rr.vals, rr.sc, dk, rows[i]);
+            } else {
+                memset(rows[i], 0, sizeof(float) * (size_t)dk);
+            }
+        }
+        for (int k = 0; k < dk; k += 8) {
+            __m256 r[8], u[8], v[8];
+            for (int i = 0; i < 8; i++) r[i] = _mm256_load_ps(rows[i] + k);
+            for (int i = 0; i < 8; i += 2)
+                u[i] = _mm256_unpacklo_ps(r[i], r[i + 1]), u[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+            for (int i = 0; i < 8; i += 4) {
+                v[i] = _mm256_shuffle_ps(u[i], u[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+                v[i + 1] = _mm256_shuffle_ps(u[i], u[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+                v[i + 2] = _mm256_shuffle_ps(u[i + 1], u[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+                v[i + 3] = _mm256_shuffle_ps(u[i + 1], u[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+            }
+            /* v[0..3]: dims k+{0,1,2,3} (and +4..7 in the high lanes) of keys 0..3; v[4..7] of keys 4..7 */
+            for (int j = 0; j < 4; j++) {
+                _mm256_store_ps(kt + (size_t)(k + j) * KV_TILE + tb, _mm256_permute2f128_ps(v[j], v[j + 4], 0x20));
+                _mm256_store_ps(kt + (size_t)(k + j + 4) * KV_TILE + tb, _mm256_permute2f128_ps(v[j], v[j + 4], 0x31));
+            }
+        }
     }
-    for (int t = nt; t < ((nt + 15) & ~15); t++)
-        for (int k = 0; k < dk; k++) kt[(size_t)k * KV_TILE + t] = 0;
     qb_scores(b, kt, dk, nt, key0, a, sc);
     int any = 0;
     for (int r = 0; r < b->n; r++) { /* online softmax, as attend_range */
