@@ -835,7 +835,7 @@ static int cmd_bench(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (!strncmp(argv[i], "--tokenize", 10) && (!argv[i][10] || argv[i][10] == '=')) return bench_tokenize(argc, argv);
     const char *model = NULL, *cpu_kern = NULL;
-    long long n_prompt = 512, n_gen = 128, n_threads = 0, reps = 3, n_batch = 64, bw_mib = 1024;
+    long long n_prompt = 512, n_gen = 128, n_threads = 0, reps = 3, n_batch = 64, bw_mib = 1024, depth = 0;
     int json = 0, exact = 0, quiet = 0, rc = 0, no_graphs = 0;
     device_request drq = {0};
     args a = {argc, argv, 1, NULL};
@@ -846,6 +846,7 @@ static int cmd_bench(int argc, char **argv) {
         if (is_flag(&a, "--model", "-m")) { VAL(); model = v; }
         else if (is_flag(&a, "--n-prompt", "-p")) INTF(n_prompt, 0, 1 << 20);
         else if (is_flag(&a, "--n-gen", "-n")) INTF(n_gen, 0, 1 << 20);
+        else if (is_flag(&a, "--n-depth", "-d")) INTF(depth, 0, 1 << 24);
         else if (is_flag(&a, "--threads", "-t")) INTF(n_threads, 1, 1024);
         else if (is_flag(&a, "--repetitions", "-r")) INTF(reps, 1, 1000);
         else if (is_flag(&a, "--batch-size", "-b")) INTF(n_batch, 1, 1 << 16);
@@ -865,8 +866,9 @@ static int cmd_bench(int argc, char **argv) {
     const int threads = n_threads > 0 ? (int)n_threads : (int)TOME_MAX(1, sysconf(_SC_NPROCESSORS_ONLN));
     terr e = {0};
     engine *en = NULL;
-    /* one sequence of the longer test: both tests start from an empty cache, as in llama-bench */
-    engine_params ep = {(int)TOME_MAX(n_prompt, n_gen), (int)n_batch, threads, exact, cpu_kern};
+    /* one sequence of the longer test after `depth` context tokens: both tests start from an
+     * empty cache and fill it to the depth first, as in llama-bench */
+    engine_params ep = {(int)(depth + TOME_MAX(n_prompt, n_gen)), (int)n_batch, threads, exact, cpu_kern};
     device_choice dc = {0};
     tome_model *bm = NULL;
     if ((rc = model_load(&bm, model, &e))) return fail_err(&e);
@@ -881,7 +883,7 @@ static int cmd_bench(int argc, char **argv) {
     if (dc.gpu && !quiet && isatty(2)) { blc.on_upload = upload_bar; blc.upload_ud = &dc; }
     if (engine_from_model_lc(&en, bm, &ep, &blc, &e)) { device_release(&dc); return fail_err(&e); }
     bench_result r;
-    rc = bench_run(en, (int)n_prompt, (int)n_gen, (int)reps, &r, &e);
+    rc = bench_run(en, (int)n_prompt, (int)n_gen, (int)depth, (int)reps, &r, &e);
     if (rc) { engine_close(en); device_release(&dc); return fail_err(&e); }
     const uint64_t wb = bench_weight_bytes(en->m);
     const int nb = en->n_batch;
@@ -919,6 +921,7 @@ static int cmd_bench(int argc, char **argv) {
                               "decode_tok_s", tg, "decode_tok_s_mean", tg_mean, "decode_ms_per_token",
                               tg > 0 ? 1000.0 / tg : 0.0, "weight_bytes_per_token", (json_int_t)wb,
                               "decode_weight_gb_s", wgbs, "read_bw_gb_s", bps / 1e9, "read_bw_fraction", frac);
+        if (o) json_object_set_new(o, "n_depth", json_integer((json_int_t)depth));
         if (o && graphs[0]) json_object_set_new(o, "cuda_graphs", json_string(graphs));
         char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
         if (s) puts(s);
@@ -926,8 +929,10 @@ static int cmd_bench(int argc, char **argv) {
         json_decref(o);
         if (!s) return fail(TOME_ERESOURCE, "out of memory");
     } else {
-        printf("bench: %s, %s, prefill batch %d, best of %d (mean in brackets), both tests from an empty cache\n",
-               model, where, nb, (int)reps);
+        printf("bench: %s, %s, prefill batch %d, best of %d (mean in brackets), both tests from an empty cache", model,
+               where, nb, (int)reps);
+        if (depth > 0) printf(" filled with %lld context tokens first (untimed)", depth);
+        printf("\n");
         if (n_prompt > 0)
             printf("prefill: %d tokens: %.1f tok/s (%.1f)\n", (int)n_prompt, pp, pp_mean);
         if (n_gen > 0) {
@@ -975,10 +980,11 @@ static const char *k_help =
     "  tokenize  (-m MODEL | --tokenizer DIR) [-p TEXT | -f FILE]   (stdin without -p/-f)\n"
     "            [--ids | --pieces] [--special] [--bos | --no-bos]  ids on one line, no BOS by default\n"
     "            bench --tokenize FILE (-m MODEL | --tokenizer DIR): tokenizer MB/s on one core\n"
-    "  bench     -m MODEL [-p 512] [-n 128] [-t N] [-r 3] [-b 64] [--json] [--bw-mib 1024]\n"
+    "  bench     -m MODEL [-p 512] [-n 128] [-d 0] [-t N] [-r 3] [-b 64] [--json] [--bw-mib 1024]\n"
     "            [--exact] [--cpu-kernels scalar|avx2|avx512] [--gpu[=N] | --cpu] [--no-graphs] [-q]\n"
     "                                      prefill / decode tok/s, weight GB/s vs read bandwidth\n"
-    "                                      (--no-graphs: GPU decode steps as plain launches)\n"
+    "                                      (--no-graphs: GPU decode steps as plain launches;\n"
+    "                                      -d D: both tests after D context tokens, llama-bench's -d)\n"
     "\n"
     "exit codes: 0 ok; 1 bad flags; 2 invalid input (missing, unreadable or malformed file,\n"
     "  bad UTF-8, prompt longer than the context, bad JSONL line); 3 a valid model tome cannot\n"

@@ -127,28 +127,37 @@ static int logits_finite(const engine *en) {
     return 1;
 }
 
-int bench_run(engine *en, int n_prompt, int n_gen, int reps, bench_result *r, terr *e) {
+/* An empty cache holding n_depth context tokens (untimed). */
+static int reset_to_depth(engine *en, const int32_t *ctx_ids, int n_depth, terr *e) {
+    engine_reset(en);
+    return n_depth > 0 ? engine_eval(en, ctx_ids, n_depth, NULL, e) : 0;
+}
+
+int bench_run(engine *en, int n_prompt, int n_gen, int depth, int reps, bench_result *r, terr *e) {
     memset(r, 0, sizeof *r);
     r->n_prompt = n_prompt;
     r->n_gen = n_gen;
+    r->depth = depth;
     r->reps = reps;
-    if (reps < 1 || n_prompt < 0 || n_gen < 0)
-        return terr_set(e, TOME_EFLAGS, "bench: bad sizes (prompt %d, gen %d, reps %d)", n_prompt, n_gen, reps);
+    if (reps < 1 || n_prompt < 0 || n_gen < 0 || depth < 0)
+        return terr_set(e, TOME_EFLAGS, "bench: bad sizes (prompt %d, gen %d, depth %d, reps %d)", n_prompt, n_gen,
+                        depth, reps);
     const int n_vocab = en->m->hp.n_vocab;
-    const int n_ids = TOME_MAX(n_prompt, 1);
+    const int n_ids = TOME_MAX(n_prompt, 1) + depth;
     int32_t *ids = tmalloc_array((size_t)n_ids, sizeof *ids);
     if (!ids) return terr_set(e, TOME_ERESOURCE, "bench: out of memory");
     trng rng;
     trng_seed(&rng, 1234);
     int rc = 0;
+    int32_t *ctx = ids + TOME_MAX(n_prompt, 1); /* the depth tokens */
+    for (int i = 0; i < n_ids; i++) ids[i] = (int32_t)(trng_u64(&rng) % (uint64_t)n_vocab);
     if (n_prompt > 0) {
-        for (int i = 0; i < n_prompt; i++) ids[i] = (int32_t)(trng_u64(&rng) % (uint64_t)n_vocab);
         /* warm-up: faults the weights in and lets the thread pool start */
         engine_reset(en);
         if ((rc = engine_eval(en, ids, TOME_MIN(n_prompt, en->n_batch), NULL, e))) goto out;
         double sum = 0, best = 1e30;
         for (int k = 0; k < reps; k++) {
-            engine_reset(en);
+            if ((rc = reset_to_depth(en, ctx, depth, e))) goto out;
             const double t0 = tnow();
             if ((rc = engine_eval(en, ids, n_prompt, NULL, e))) goto out;
             const double dt = tnow() - t0;
@@ -170,7 +179,7 @@ int bench_run(engine *en, int n_prompt, int n_gen, int reps, bench_result *r, te
         if ((rc = engine_eval(en, &id, 1, NULL, e))) goto out;
         double sum = 0, best = 1e30;
         for (int k = 0; k < reps; k++) {
-            engine_reset(en);
+            if ((rc = reset_to_depth(en, ctx, depth, e))) goto out;
             const double t0 = tnow();
             for (int i = 0; i < n_gen; i++) {
                 /* the next id depends on nothing the forward computes: decode cost does not

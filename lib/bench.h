@@ -31,7 +31,7 @@ int bench_read_bandwidth(size_t bytes, int n_threads, int reps, double *bps, ter
 uint64_t bench_weight_bytes(const tome_model *m);
 
 typedef struct bench_result {
-    int n_prompt, n_gen, reps;
+    int n_prompt, n_gen, depth, reps;
     double pp_best_s, pp_mean_s;   /* seconds for the n_prompt-token prefill */
     double tg_best_s, tg_mean_s;   /* seconds for the n_gen decode forwards */
     /* tok/s averaged over the repetitions (the mean of each repetition's rate, which is the
@@ -40,9 +40,12 @@ typedef struct bench_result {
 } bench_result;
 
 /* Runs reps repetitions of the prefill test (if n_prompt > 0) and the decode test (if
- * n_gen > 0) on en, after one untimed warm-up forward of each kind. Token ids are drawn from
- * a seeded RNG. The engine's context must hold TOME_MAX(n_prompt, n_gen) positions.
- * TOME_EINPUT when logits come out non-finite (naming which test), or engine_eval's error. */
-int bench_run(engine *en, int n_prompt, int n_gen, int reps, bench_result *r, terr *e);
+ * n_gen > 0) on en, after one untimed warm-up forward of each kind. Each repetition starts
+ * from an empty cache and first evaluates `depth` context tokens untimed (llama-bench's -d),
+ * so the timed prompt or decode steps attend to depth earlier positions. Token ids are drawn
+ * from a seeded RNG. The engine's context must hold depth + TOME_MAX(n_prompt, n_gen)
+ * positions. TOME_EINPUT when logits come out non-finite (naming which test), or
+ * engine_eval's error. */
+int bench_run(engine *en, int n_prompt, int n_gen, int depth, int reps, bench_result *r, terr *e);
 
 #endif

@@ -77,7 +77,7 @@ TEST(bench_run_times_prefill_and_decode) {
     engine_params ep = {32, 8, 2, 0, NULL};
     REQUIREF(engine_open(&en, p, &ep, &e) == 0, "%s", e.msg);
     bench_result r;
-    REQUIREF(bench_run(en, 20, 6, 2, &r, &e) == 0, "%s", e.msg);
+    REQUIREF(bench_run(en, 20, 6, 0, 2, &r, &e) == 0, "%s", e.msg);
     CHECK(r.pp_best_s > 0 && r.pp_best_s <= r.pp_mean_s);
     CHECK(r.tg_best_s > 0 && r.tg_best_s <= r.tg_mean_s);
     /* the mean of the repetitions' rates lies between the rate of the mean time (AM >= HM)
@@ -86,8 +86,13 @@ TEST(bench_run_times_prefill_and_decode) {
     CHECK(r.tg_rate_mean >= 6 / r.tg_mean_s * (1 - 1e-9) && r.tg_rate_mean <= 6 / r.tg_best_s * (1 + 1e-9));
     CHECK(r.n_prompt == 20 && r.n_gen == 6 && r.reps == 2);
     /* the context holds max(prompt, gen) positions: both tests start from an empty cache */
-    CHECK(bench_run(en, 32, 32, 1, &r, &e) == 0);
-    CHECK(bench_run(en, 33, 0, 1, &r, &e) == TOME_EINPUT);
-    CHECK(bench_run(en, 4, 4, 0, &r, &e) == TOME_EFLAGS);
+    CHECK(bench_run(en, 32, 32, 0, 1, &r, &e) == 0);
+    CHECK(bench_run(en, 33, 0, 0, 1, &r, &e) == TOME_EINPUT);
+    CHECK(bench_run(en, 4, 4, 0, 0, &r, &e) == TOME_EFLAGS);
+    /* with a depth the context must hold depth + the longer test; each repetition refills it */
+    CHECK(bench_run(en, 20, 6, 12, 2, &r, &e) == 0 && r.depth == 12 && r.tg_best_s > 0 && r.pp_best_s > 0);
+    CHECK(bench_run(en, 20, 6, 13, 1, &r, &e) == TOME_EINPUT);
+    CHECK(bench_run(en, 0, 6, 26, 1, &r, &e) == 0);
+    CHECK(bench_run(en, 4, 4, -1, 1, &r, &e) == TOME_EFLAGS);
     engine_close(en);
 }

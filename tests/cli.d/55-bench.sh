@@ -26,4 +26,11 @@ else
   expect_exit 0 bench-decode-only -- "$TOME" bench -m "$BM" -p 0 -n 4 -r 1 --bw-mib 0 --json
   v=$(printf '%s' "$OUT" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["prefill_tok_s"] == 0 and j["decode_tok_s"] > 0 and j["read_bw_fraction"] == 0)' 2>&1)
   if [ "$v" = True ]; then ok bench-decode-only-json; else bad bench-decode-only-json "$v: $OUT"; fi
+  # -d: both tests after that many context tokens (llama-bench's -d)
+  expect_exit 0 bench-depth -- "$TOME" bench -m "$BM" -p 8 -n 4 -d 40 -r 1 --bw-mib 0 --json
+  v=$(printf '%s' "$OUT" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["n_depth"] == 40 and j["prefill_tok_s"] > 0 and j["decode_tok_s"] > 0)' 2>&1)
+  if [ "$v" = True ]; then ok bench-depth-json; else bad bench-depth-json "$v: $OUT"; fi
+  expect_exit 0 bench-depth-text -- "$TOME" bench -m "$BM" -p 8 -n 4 -d 40 -r 1 --bw-mib 0
+  expect_out 'filled with 40 context tokens first' bench-depth-text-says
+  expect_exit 1 bench-depth-negative -- "$TOME" bench -m "$BM" -d -1
 fi
