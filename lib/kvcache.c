@@ -4,9 +4,11 @@
  * to KV_TILE keys of one kv head (contiguous bytes, thanks to the head-major layout),
  * dequantises each K row once for all the query heads of its GQA group, updates their online
  * softmax (running max m, sum l, unnormalised acc) once per tile, then streams the V rows.
- * Nothing is gathered into a contiguous copy; scratch is a few KiB of stack per call. Prefill
- * (kv_attend_block) does the same for blocks of queries sharing each tile, with the tile
- * dequantised into heap scratch (see "prefill: a block of queries" below).
+ * Nothing is gathered into a contiguous copy. With AVX2 the tile is dequantised once into a
+ * float buffer on the stack (up to 64 KiB; see "decode: one query position" below); the
+ * portable path dequantises row by row. Prefill (kv_attend_block) does the same for blocks of
+ * queries sharing each tile, with the tile dequantised into heap scratch (see "prefill: a
+ * block of queries" below).
  *
  * Page size (KV_DEFAULT_PAGE_TOKENS = 64): decode attention for one query over 65536 keys,
  * 8B-class shape (32 q / 8 kv heads, d 128), one thread, AVX2 path, thread CPU time, best of 9,
@@ -550,6 +552,27 @@ static const kv_ops *cache_ops(const kv_cache *c) {
     return &ops_scalar;
 }
 
+/* The tile of keys [j, min(k1, j + KV_TILE)) that lies in j's page: its first slot in the page,
+ * its length, and the page's K and V bytes of `layer`. */
+typedef struct kv_tile {
+    int t0, n;
+    uint8_t *kp, *vp;
+} kv_tile;
+
+static kv_tile tile_at(const kv_cache *c, const kv_seq *s, int layer, int64_t j, int64_t k1) {
+    const int P = c->cfg.page_tokens;
+    const int64_t pi = j / P;
+    kv_tile t;
+    t.t0 = (int)(j - pi * P);
+    int t1 = (int)TOME_MIN((int64_t)P, k1 - pi * P);
+    if (t1 - t.t0 > KV_TILE) t1 = t.t0 + KV_TILE;
+    t.n = t1 - t.t0;
+    const int32_t page = s->pages[pi];
+    t.kp = c->k[layer] + (size_t)page * c->page_bytes_k;
+    t.vp = c->v[layer] + (size_t)page * c->page_bytes_v;
+    return t;
+}
+
 #if KV_HAVE_AVX2
 static void range_avx2(const kv_cache *c, const kv_seq *s, int layer, const kv_attn *a, const float *q,
                        int g, int ha, int hb, int64_t k0, int64_t k1, float *m, float *l, int mbase,
@@ -578,14 +601,9 @@ static void attend_range(const kv_cache *c, const kv_seq *s, int layer, const kv
     for (int hc = ha; hc < hb; hc += KV_MAX_GQA) {
         const int hd = TOME_MIN(hb, hc + KV_MAX_GQA), nr = hd - hc;
         for (int64_t j = k0; j < k1;) {
-            int64_t pi = j / P;
-            int t0 = (int)(j - pi * P);
-            int t1 = (int)TOME_MIN((int64_t)P, k1 - pi * P);
-            if (t1 - t0 > KV_TILE) t1 = t0 + KV_TILE;
-            const int n = t1 - t0;
-            int32_t page = s->pages[pi];
-            uint8_t *kp = c->k[layer] + (size_t)page * c->page_bytes_k;
-            uint8_t *vp = c->v[layer] + (size_t)page * c->page_bytes_v;
+            const kv_tile tl = tile_at(c, s, layer, j, k1);
+            const int t0 = tl.t0, n = tl.n;
+            uint8_t *kp = tl.kp, *vp = tl.vp;
             for (int t = 0; t < n; t++) {
                 rowref r = row_at(kp, c->row_bytes_k, c->scales_off_k, sk, P, g, t0 + t);
                 ops->deq(dt, r.vals, r.sc, dk, kf);
@@ -858,14 +876,9 @@ static KV_TGT void range_avx2(const kv_cache *c, const kv_seq *s, int layer, con
         float *acch[DR_HEADS];
         for (int h = 0; h < nr; h++) qh[h] = q + (size_t)(hc + h) * dk, acch[h] = acc + (size_t)(hc + h) * dv;
         for (int64_t j = k0; j < k1;) {
-            int64_t pi = j / P;
-            int t0 = (int)(j - pi * P);
-            int t1 = (int)TOME_MIN((int64_t)P, k1 - pi * P);
-            if (t1 - t0 > KV_TILE) t1 = t0 + KV_TILE;
-            const int n = t1 - t0;
-            int32_t page = s->pages[pi];
-            uint8_t *kp = c->k[layer] + (size_t)page * c->page_bytes_k;
-            uint8_t *vp = c->v[layer] + (size_t)page * c->page_bytes_v;
+            const kv_tile tl = tile_at(c, s, layer, j, k1);
+            const int t0 = tl.t0, n = tl.n;
+            uint8_t *kp = tl.kp, *vp = tl.vp;
             for (int t = 0; t < n; t++) {
                 rowref r = row_at(kp, c->row_bytes_k, c->scales_off_k, sk, P, g, t0 + t);
                 deq_avx2(dt, r.vals, r.sc, dk, buf + (size_t)t * dk);
