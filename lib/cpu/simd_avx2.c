@@ -186,12 +186,7 @@ static inline __attribute__((always_inline)) TGT void tile_q4_K(
     tile_k45(0, C, nb, w, a, y, y_stride);
 }
 
-static TGT float dot_q4_K(int64_t n, const void *vw, const void *va) {
-    const block_q8_K *a[1] = {va};
-    float y;
-    tile_q4_K(1, n / QK_K, vw, a, &y, 1);
-    return y;
-}
+KQ_DOT_GEMV(q4_K, tile_q4_K)
 
 /* The prefill entry of a K-quant: Q4K_TILE_MAXC columns at a time through TILE, one row after
  * another (a narrower last group column by column). */
@@ -223,12 +218,7 @@ static inline __attribute__((always_inline)) TGT void tile_q5_K(
     tile_k45(1, C, nb, w, a, y, y_stride);
 }
 
-static TGT float dot_q5_K(int64_t n, const void *vw, const void *va) {
-    const block_q8_K *a[1] = {va};
-    float y;
-    tile_q5_K(1, n / QK_K, vw, a, &y, 1);
-    return y;
-}
+KQ_DOT_GEMV(q5_K, tile_q5_K)
 
 KQ_GEMM(gemm_q5_K, block_q5_K, tile_q5_K)
 
@@ -281,12 +271,7 @@ static inline __attribute__((always_inline)) TGT void tile_q6_K(
     UNROLL for (int c = 0; c < C; c++) y[(size_t)c * y_stride] = hsum_ps(acc[c]);
 }
 
-static TGT float dot_q6_K(int64_t n, const void *vw, const void *va) {
-    const block_q8_K *a[1] = {va};
-    float y;
-    tile_q6_K(1, n / QK_K, vw, a, &y, 1);
-    return y;
-}
+KQ_DOT_GEMV(q6_K, tile_q6_K)
 
 KQ_GEMM(gemm_q6_K, block_q6_K, tile_q6_K)
 
@@ -462,31 +447,8 @@ static TGT void quant_bf16(const float *x, void *vdst, int64_t n) {
     for (; i < n; i++) y[i] = tf32_to_bf16(x[i]);
 }
 
-/* ---- rows ---------------------------------------------------------------------------------- */
+/* ---- rows (GEMV_OF and KQ_DOT_GEMV: simd_x86.h) -------------------------------------------- */
 
-/* Rows one after another, each prefetching ahead (row_prefetch). */
-#define GEMV_OF(fn)                                                                                \
-    static TGT void gemv_##fn(int64_t n, int64_t nrows, const void *w, size_t w_stride,            \
-                              const void *a, float *y) {                                           \
-        for (int64_t r = 0; r < nrows; r++) {                                                      \
-            const char *row = (const char *)w + (size_t)r * w_stride;                              \
-            row_prefetch(row, w_stride);                                                           \
-            y[r] = dot_##fn(n, row, a);                                                            \
-        }                                                                                          \
-    }
-/* K-quant rows with their tile inlined: the constants stay in registers across rows (a call
- * per 768-wide row of three super-blocks cost ~8%); same arithmetic as dot, bit for bit. */
-#define GEMV_TILE(WT, TILE)                                                                        \
-    static TGT void gemv_##WT(int64_t n, int64_t nrows, const void *w, size_t w_stride, const void *va, \
-                              float *y) {                                                          \
-        const block_q8_K *a[1] = {va};                                                             \
-        for (int64_t r = 0; r < nrows; r++) {                                                      \
-            const char *row = (const char *)w + (size_t)r * w_stride;                              \
-            row_prefetch(row, w_stride);                                                           \
-            TILE(1, n / QK_K, (const block_##WT *)row, a, y + r, 1);                               \
-        }                                                                                          \
-    }
-GEMV_TILE(q4_K, tile_q4_K) GEMV_TILE(q5_K, tile_q5_K) GEMV_TILE(q6_K, tile_q6_K)
 GEMV_OF(q8_0) GEMV_OF(q4_0) GEMV_OF(f16) GEMV_OF(bf16) GEMV_OF(f32)
 
 void cpu_simd_fill_avx2(cpu_kernels *k) {

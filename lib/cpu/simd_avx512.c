@@ -544,12 +544,7 @@ static inline __attribute__((always_inline)) TGT void tile_q4_K(
     tile_k45(0, C, nb, w, a, y, y_stride);
 }
 
-static TGT float dot_q4_K(int64_t n, const void *vw, const void *va) {
-    const block_q8_K *a[1] = {va};
-    float y;
-    tile_q4_K(1, n / QK_K, vw, a, &y, 1);
-    return y;
-}
+KQ_DOT_GEMV(q4_K, tile_q4_K)
 
 /* Q4_K prefill, 16 rows per vector: the Q8_0 scheme above for super-blocks. Packed per 16 rows
  * and super-block: the nibbles of sub-block j as 8 vectors (lane = row, 4 values each,
@@ -722,12 +717,7 @@ static inline __attribute__((always_inline)) TGT void tile_q5_K(
     tile_k45(1, C, nb, w, a, y, y_stride);
 }
 
-static TGT float dot_q5_K(int64_t n, const void *vw, const void *va) {
-    const block_q8_K *a[1] = {va};
-    float y;
-    tile_q5_K(1, n / QK_K, vw, a, &y, 1);
-    return y;
-}
+KQ_DOT_GEMV(q5_K, tile_q5_K)
 
 /* no 16-row kernel for Q5_K: every row goes through tile_q5_K */
 static TGT int gemm16_none(int64_t n, int64_t nrows16, const void *vw, size_t w_stride, const void *va,
@@ -789,12 +779,7 @@ static inline __attribute__((always_inline)) TGT void tile_q6_K(
     UNROLL for (int c = 0; c < C; c++) y[(size_t)c * y_stride] = hsum256_ps(acc[c]);
 }
 
-static TGT float dot_q6_K(int64_t n, const void *vw, const void *va) {
-    const block_q8_K *a[1] = {va};
-    float y;
-    tile_q6_K(1, n / QK_K, vw, a, &y, 1);
-    return y;
-}
+KQ_DOT_GEMV(q6_K, tile_q6_K)
 
 /* Q6_K prefill, 16 rows per vector (the scheme of the Q8_0 and Q4_K paths above). Packed per
  * 16 rows and super-block: the 6-bit codes q (0..63, unsigned as stored) of each of the 16
@@ -1004,31 +989,8 @@ static TGT_BF16 float dot_bf16_dp(int64_t n, const void *vw, const void *va) {
         _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
 }
 
-/* ---- rows ---------------------------------------------------------------------------------- */
+/* ---- rows (GEMV_OF and KQ_DOT_GEMV: simd_x86.h) -------------------------------------------- */
 
-/* Rows one after another, each prefetching ahead (row_prefetch). */
-#define GEMV_OF(fn)                                                                                \
-    static TGT void gemv_##fn(int64_t n, int64_t nrows, const void *w, size_t w_stride,            \
-                              const void *a, float *y) {                                           \
-        for (int64_t r = 0; r < nrows; r++) {                                                      \
-            const char *row = (const char *)w + (size_t)r * w_stride;                              \
-            row_prefetch(row, w_stride);                                                           \
-            y[r] = dot_##fn(n, row, a);                                                            \
-        }                                                                                          \
-    }
-/* K-quant rows with their tile inlined: the constants stay in registers across rows (a call
- * per 768-wide row of three super-blocks cost ~8%); same arithmetic as dot, bit for bit. */
-#define GEMV_TILE(WT, TILE)                                                                        \
-    static TGT void gemv_##WT(int64_t n, int64_t nrows, const void *w, size_t w_stride, const void *va, \
-                              float *y) {                                                          \
-        const block_q8_K *a[1] = {va};                                                             \
-        for (int64_t r = 0; r < nrows; r++) {                                                      \
-            const char *row = (const char *)w + (size_t)r * w_stride;                              \
-            row_prefetch(row, w_stride);                                                           \
-            TILE(1, n / QK_K, (const block_##WT *)row, a, y + r, 1);                               \
-        }                                                                                          \
-    }
-GEMV_TILE(q4_K, tile_q4_K) GEMV_TILE(q5_K, tile_q5_K) GEMV_TILE(q6_K, tile_q6_K)
 GEMV_OF(f16) GEMV_OF(bf16) GEMV_OF(f32)
 
 /* ---- F16 / BF16 prefill, 16 rows per vector ----------------------------------------------

@@ -31,4 +31,37 @@ static inline void row_prefetch(const char *row, size_t bytes) {
     for (size_t o = 0; o < bytes; o += 64) _mm_prefetch(row + ROW_PF_DIST + o, _MM_HINT_T0);
 }
 
+/* The macros below expand in the including file, with its TGT target attribute. */
+
+/* gemv as dot row after row, each row prefetching ahead (row_prefetch). */
+#define GEMV_OF(fn)                                                                                \
+    static TGT void gemv_##fn(int64_t n, int64_t nrows, const void *w, size_t w_stride,            \
+                              const void *a, float *y) {                                           \
+        for (int64_t r = 0; r < nrows; r++) {                                                      \
+            const char *row = (const char *)w + (size_t)r * w_stride;                              \
+            row_prefetch(row, w_stride);                                                           \
+            y[r] = dot_##fn(n, row, a);                                                            \
+        }                                                                                          \
+    }
+
+/* dot and gemv of a K-quant from its tile TILE(C, nb, w, a, y, y_stride) with C = 1, so both
+ * equal the prefill tile bit for bit. gemv inlines the tile, so its constants stay in
+ * registers across rows (a call per 768-wide row of three super-blocks cost ~8%). */
+#define KQ_DOT_GEMV(WT, TILE)                                                                      \
+    static TGT float dot_##WT(int64_t n, const void *vw, const void *va) {                         \
+        const block_q8_K *a[1] = {va};                                                             \
+        float y;                                                                                   \
+        TILE(1, n / QK_K, (const block_##WT *)vw, a, &y, 1);                                       \
+        return y;                                                                                  \
+    }                                                                                              \
+    static TGT void gemv_##WT(int64_t n, int64_t nrows, const void *w, size_t w_stride, const void *va, \
+                              float *y) {                                                          \
+        const block_q8_K *a[1] = {va};                                                             \
+        for (int64_t r = 0; r < nrows; r++) {                                                      \
+            const char *row = (const char *)w + (size_t)r * w_stride;                              \
+            row_prefetch(row, w_stride);                                                           \
+            TILE(1, n / QK_K, (const block_##WT *)row, a, y + r, 1);                               \
+        }                                                                                          \
+    }
+
 #endif
