@@ -51,6 +51,7 @@ static int cpu_has_avx2_fma_f16c(void) {
 #endif
 
 #define KV_TILE 64      /* keys per softmax update: bounds the stack scores buffer */
+_Static_assert(KV_TILE % 16 == 0, "score rows pad to whole vectors (softmax_tile) and 16-key blocks (qb_scores)");
 #define KV_MAX_GQA 128  /* query heads per kv head handled in one pass */
 
 /* ---- f16 helpers --------------------------------------------------------------------------- */
@@ -773,7 +774,6 @@ static KV_TGT __m256 exp_neg256(__m256 x) {
 /* loops over heads and vectors must unroll so their arrays stay in registers (-O2 alone keeps
  * the loops and the accumulators on the stack) */
 #define DR_UNROLL _Pragma("GCC unroll 8")
-#define DR_SC (KV_TILE + 8) /* a head's scores, padded to whole vectors */
 
 static inline KV_TGT float dr_hsum(__m256 v) {
     __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -782,10 +782,46 @@ static inline KV_TGT float dr_hsum(__m256 v) {
     return _mm_cvtss_f32(h);
 }
 
+/* One row's online-softmax step over a tile of n scores (the row holds at least n rounded up
+ * to 8 floats): pads the scores to whole vectors with -inf, takes their max, rescales *l and
+ * the row's unnormalised output o (dv floats, a multiple of 8) when the running max *m grows,
+ * replaces the scores by exp(score - *m) and adds their sum to *l. Returns 0, with the scores
+ * zeroed, when nothing in the tile is visible to the row. */
+static KV_TGT int softmax_tile(float *sc, int n, float *m, float *l, float *o, int dv) {
+    const int n8 = (n + 7) & ~7;
+    for (int t = n; t < n8; t++) sc[t] = -INFINITY;
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    for (int t = 0; t < n8; t += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(sc + t));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float mt = _mm_cvtss_f32(m4);
+    if (mt == -INFINITY) {
+        memset(sc, 0, sizeof(float) * (size_t)n8);
+        return 0;
+    }
+    if (mt > *m) {
+        const float corr = expf(*m - mt); /* 0 when *m = -inf */
+        *l *= corr;
+        const __m256 cv = _mm256_set1_ps(corr);
+        for (int i = 0; i < dv; i += 8) _mm256_storeu_ps(o + i, _mm256_mul_ps(cv, _mm256_loadu_ps(o + i)));
+        *m = mt;
+    }
+    const __m256 mb = _mm256_set1_ps(*m);
+    __m256 sum = _mm256_setzero_ps();
+    for (int t = 0; t < n8; t += 8) {
+        __m256 e = exp_neg256(_mm256_sub_ps(_mm256_loadu_ps(sc + t), mb));
+        _mm256_storeu_ps(sc + t, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    *l += dr_hsum(sum);
+    return 1;
+}
+
 /* sc[h][t] = scale * q_h · k_t for NR heads and n keys of kb ([n][dk]) */
 static inline __attribute__((always_inline)) KV_TGT void dr_scores(int NR, int dk, const float *const *qh,
                                                                    const float *kb, int n, float scale,
-                                                                   float (*sc)[DR_SC]) {
+                                                                   float (*sc)[KV_TILE]) {
     int t = 0;
     for (; t + 1 < n; t += 2) {
         const float *k0 = kb + (size_t)t * dk, *k1 = k0 + dk;
@@ -869,7 +905,7 @@ static KV_TGT void range_avx2(const kv_cache *c, const kv_seq *s, int layer, con
     const kv_dtype dt = c->cfg.dtype;
     const size_t sk = scale_row_bytes(dt, dk), sv = scale_row_bytes(dt, dv);
     float buf[KV_TILE * DR_MAX_DIM];
-    float sc[DR_HEADS][DR_SC];
+    float sc[DR_HEADS][KV_TILE];
     for (int hc = ha; hc < hb; hc += DR_HEADS) {
         const int nr = TOME_MIN(hb - hc, DR_HEADS);
         const float *qh[DR_HEADS];
@@ -886,34 +922,7 @@ static KV_TGT void range_avx2(const kv_cache *c, const kv_seq *s, int layer, con
 #define DR_SCORES(NR) dr_scores(NR, dk, qh, buf, n, a->scale, sc)
             DR_BY_NR8(nr, DR_SCORES)
 #undef DR_SCORES
-            const int n8 = (n + 7) & ~7; /* scores padded with -inf to whole vectors: exp gives 0 */
-            for (int h = 0; h < nr; h++)
-                for (int t = n; t < n8; t++) sc[h][t] = -INFINITY;
-            for (int h = 0; h < nr; h++) {
-                __m256 mv = _mm256_set1_ps(-INFINITY);
-                for (int t = 0; t < n8; t += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(sc[h] + t));
-                __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
-                m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-                m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-                const float mt = _mm_cvtss_f32(m4);
-                float *mh = &m[hc + h - mbase];
-                if (mt > *mh) {
-                    const float corr = expf(*mh - mt); /* 0 when *mh = -inf */
-                    l[hc + h - mbase] *= corr;
-                    const __m256 cv = _mm256_set1_ps(corr);
-                    for (int i = 0; i < dv; i += 8)
-                        _mm256_storeu_ps(acch[h] + i, _mm256_mul_ps(cv, _mm256_loadu_ps(acch[h] + i)));
-                    *mh = mt;
-                }
-                const __m256 mb = _mm256_set1_ps(*mh);
-                __m256 sum = _mm256_setzero_ps();
-                for (int t = 0; t < n8; t += 8) {
-                    __m256 e = exp_neg256(_mm256_sub_ps(_mm256_loadu_ps(sc[h] + t), mb));
-                    _mm256_storeu_ps(sc[h] + t, e);
-                    sum = _mm256_add_ps(sum, e);
-                }
-                l[hc + h - mbase] += dr_hsum(sum);
-            }
+            for (int h = 0; h < nr; h++) softmax_tile(sc[h], n, &m[hc + h - mbase], &l[hc + h - mbase], acch[h], dv);
             for (int t = 0; t < n; t++) {
                 rowref r = row_at(vp, c->row_bytes_v, c->scales_off_v, sv, P, g, t0 + t);
                 deq_avx2(dt, r.vals, r.sc, dv, buf + (size_t)t * dv);
@@ -1031,41 +1040,8 @@ static KV_TGT void qb_tile(const kv_cache *c, const kv_seq *s, int layer, int g,
     }
     qb_scores(b, kt, dk, nt, key0, a, sc);
     int any = 0;
-    for (int r = 0; r < b->n; r++) { /* online softmax, as attend_range */
-        __m256 mv8 = _mm256_set1_ps(-INFINITY);
-        int t8 = 0;
-        for (; t8 + 8 <= nt; t8 += 8) mv8 = _mm256_max_ps(mv8, _mm256_loadu_ps(sc[r] + t8));
-        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv8), _mm256_extractf128_ps(mv8, 1));
-        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        float mt = _mm_cvtss_f32(m4);
-        for (; t8 < nt; t8++) mt = sc[r][t8] > mt ? sc[r][t8] : mt;
-        if (mt == -INFINITY) { /* nothing visible to this row here */
-            for (int t = 0; t < nt; t++) sc[r][t] = 0;
-            continue;
-        }
-        any = 1;
-        if (mt > b->m[r]) {
-            float corr = expf(b->m[r] - mt); /* 0 when m = -inf */
-            b->l[r] *= corr;
-            float *o = b->o[r];
-            for (int i = 0; i < dv; i++) o[i] *= corr;
-            b->m[r] = mt;
-        }
-        __m256 mv = _mm256_set1_ps(b->m[r]), sum = _mm256_setzero_ps();
-        int t = 0;
-        for (; t + 8 <= nt; t += 8) {
-            __m256 e = exp_neg256(_mm256_sub_ps(_mm256_loadu_ps(sc[r] + t), mv));
-            _mm256_storeu_ps(sc[r] + t, e);
-            sum = _mm256_add_ps(sum, e);
-        }
-        float tail = 0;
-        for (; t < nt; t++) tail += (sc[r][t] = sc[r][t] == -INFINITY ? 0.0f : expf(sc[r][t] - b->m[r]));
-        __m128 h = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
-        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-        h = _mm_add_ss(h, _mm_movehdup_ps(h));
-        b->l[r] += _mm_cvtss_f32(h) + tail;
-    }
+    for (int r = 0; r < b->n; r++) /* online softmax, as attend_range */
+        any |= softmax_tile(sc[r], nt, &b->m[r], &b->l[r], b->o[r], dv);
     if (!any) return;
     for (int t = 0; t < nt; t++) { /* V rows */
         rowref rr = row_at(vp, c->row_bytes_v, c->scales_off_v, sv, P, g, t0 + t);
